@@ -1,0 +1,444 @@
+"""FlowEstimator: every piece of scikit-learn plumbing, written once.
+
+A flow family's estimator is a subclass that declares its hyperparameters as
+annotated class attributes and implements ``build_model(n_features)``::
+
+    class MyDensity(FlowEstimator):
+        n_layers: int = 4
+
+        def build_model(self, n_features):
+            return ...  # a module implementing the FlowModel protocol
+
+Subclasses become dataclasses, so their ``__init__`` stores each argument
+unchanged under its own name, exactly as scikit-learn requires, without a
+hand-written ``__init__`` per family. The training hyperparameters below are
+keyword-only and shared by every family.
+
+Everything else lives here: input validation, the standardisation of the
+inputs and its log-det correction (scores are log-densities in the user's
+units), seeding, device resolution, the training call, inference in batches,
+``score_samples``, ``score``, ``sample``, ``transform``,
+``inverse_transform``, feature names, pickling that moves tensors to the CPU,
+and tags.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import KW_ONLY
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    DensityMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from torch import Tensor, nn
+
+from .training import train_model
+
+__all__ = ["FlowEstimator", "resolve_device"]
+
+_MAX_SEED = 2**31 - 1
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn the estimator's ``device`` parameter into a usable torch device.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or torch.device
+        ``"auto"`` picks CUDA when it is available, otherwise the CPU.
+
+    Raises
+    ------
+    ValueError
+        If the device is unknown or not available on this machine.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device={device!r} is not a valid device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
+    elif resolved.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError("device='mps' was requested but the MPS backend is not available on this machine.")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    return resolved
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators without leaking the seed to the caller."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales; constant columns keep scale 1 (as StandardScaler)."""
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    tiny = 10 * np.finfo(X.dtype).eps * np.maximum(1.0, np.abs(mean))
+    return mean, np.where(scale > tiny, scale, 1.0)
+
+
+@dataclasses.dataclass(repr=False, eq=False)
+class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin, BaseEstimator):
+    """Base class of every skflow density estimator.
+
+    Not used directly: each flow family subclasses it, declares its own
+    hyperparameters and implements :meth:`build_model`.
+
+    Parameters
+    ----------
+    max_epochs : int, default=200
+        Maximum number of passes over the training data.
+    batch_size : int, default=256
+        Rows per optimisation step (capped at the number of training rows).
+    lr : float, default=1e-3
+        Learning rate of the AdamW optimiser.
+    weight_decay : float, default=0.0
+        Decoupled weight decay of AdamW.
+    validation_fraction : float or None, default=0.1
+        Share of the rows held out to monitor the held-out negative
+        log-likelihood for early stopping and to pick the weights returned.
+        None or 0 uses all rows for training and monitors the training loss.
+        Ignored when it would leave fewer than two rows on either side.
+    patience : int or None, default=10
+        Epochs without improvement of the monitored loss before training
+        stops; None trains for ``max_epochs``. The weights of the best epoch
+        are restored either way.
+    gradient_clip : float or None, default=5.0
+        Maximum total gradient norm per step; None disables clipping.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra skorch callbacks (e.g. ``skorch.callbacks.LRScheduler``),
+        run after the engine's own.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, the validation split and shuffling.
+        With an int, two fits on the same machine give identical scores.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``.
+    verbose : int, default=0
+        0 silent, 1 one line per epoch, 2 also a progress bar.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The fitted flow model (in evaluation mode), working in standardised
+        units.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss`` (NaN without a
+        validation split) and ``dur`` (seconds). Losses are per row, in
+        standardised units.
+    n_iter_ : int
+        Number of epochs run.
+    best_epoch_ : int
+        Epoch whose weights ``model_`` holds.
+    mean_ : ndarray of shape (n_features,)
+        Column means used to standardise the inputs.
+    scale_ : ndarray of shape (n_features,)
+        Column standard deviations used to standardise the inputs (1 for
+        constant columns).
+    device_ : torch.device
+        Device the model lives on.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+    """
+
+    _: KW_ONLY
+    max_epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    validation_fraction: float | None = 0.1
+    patience: int | None = 10
+    gradient_clip: float | None = 5.0
+    callbacks: list | None = None
+    random_state: int | np.random.RandomState | None = None
+    device: str = "auto"
+    verbose: int = 0
+
+    _parameter_constraints: ClassVar[dict] = {
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left"), None],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "gradient_clip": [Interval(Real, 0, None, closed="neither"), None],
+        "callbacks": [list, tuple, None],
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+    }
+
+    # Rows per forward pass at inference; bounds memory on large inputs.
+    _inference_batch_size: ClassVar[int] = 8192
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Each family's annotated hyperparameters become __init__ arguments.
+        dataclasses.dataclass(cls, repr=False, eq=False)
+
+    # ------------------------------------------------------------------ #
+    # What a family provides
+    # ------------------------------------------------------------------ #
+    def build_model(self, n_features: int) -> nn.Module:
+        """Return a fresh flow model for ``n_features`` standardised features.
+
+        Called inside ``fit`` with torch's generator already seeded. The
+        returned module implements the
+        :class:`~skflow.flows.core.FlowModel` protocol.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement build_model(n_features).")
+
+    # ------------------------------------------------------------------ #
+    # Fitting
+    # ------------------------------------------------------------------ #
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> FlowEstimator:
+        """Fit the flow to the rows of ``X`` by maximum likelihood.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; a DataFrame's column names are remembered.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : FlowEstimator
+            The fitted estimator.
+        """
+        previous_state = self.__dict__.copy()
+        try:
+            self._fit(X)
+        except BaseException:
+            # A failed fit leaves an earlier fitted state exactly as it was.
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+        return self
+
+    def _fit(self, X: Any) -> None:
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
+        X = X.astype(np.float64, copy=False)
+        device = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+        self.mean_, self.scale_ = _standardisation(X)
+        rows = self._to_tensor((X - self.mean_) / self.scale_, device)
+        with _seeded(seed, device):
+            model = self.build_model(X.shape[1]).to(device)
+            result = train_model(
+                model,
+                rows,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                validation_fraction=self.validation_fraction,
+                patience=self.patience,
+                gradient_clip=self.gradient_clip,
+                callbacks=self.callbacks,
+                random_state=seed,
+                device=str(device),
+                verbose=self.verbose,
+            )
+        self.model_ = model
+        self.device_ = device
+        self.history_ = result.history
+        self.n_iter_ = result.n_epochs
+        self.best_epoch_ = result.best_epoch
+        self._after_fit(rows)
+
+    def _after_fit(self, rows: Tensor) -> None:
+        """Hook for families that estimate more state from the training rows."""
+
+    # ------------------------------------------------------------------ #
+    # numpy <-> torch, in one place
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
+
+    def _map_rows(self, function: Callable[[Tensor], Tensor], array: np.ndarray) -> np.ndarray:
+        """Apply a model function to standardised rows in batches; float64 out."""
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(array), self._inference_batch_size):
+                batch = self._to_tensor(array[start : start + self._inference_batch_size], self.device_)
+                outputs.append(function(batch).detach().cpu().numpy().astype(np.float64))
+        return np.concatenate(outputs, axis=0)
+
+    def _standardised(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return (X.astype(np.float64, copy=False) - self.mean_) / self.scale_
+
+    # ------------------------------------------------------------------ #
+    # Densities
+    # ------------------------------------------------------------------ #
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log-density of each row, in the units of the training data.
+
+        Includes the log-det of the internal standardisation, so the values
+        are comparable with any other density estimator fitted to the same
+        data (e.g. :class:`~sklearn.mixture.GaussianMixture`). Rows on which
+        the model produces NaN get ``-inf``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,), dtype float64
+        """
+        log_prob = self._map_rows(self.model_.log_prob, self._standardised(X))
+        log_prob = log_prob - np.log(self.scale_).sum()
+        return np.where(np.isnan(log_prob), -np.inf, log_prob)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood of the rows of ``X`` (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples: int = 1, random_state: int | np.random.RandomState | None = None) -> np.ndarray:
+        """Draw rows from the fitted density.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draw; an int makes it repeatable.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples in the units of the training data.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        seed = int(check_random_state(random_state).randint(_MAX_SEED))
+        generator = torch.Generator(device=self.device_).manual_seed(seed)
+        with torch.no_grad():
+            samples = self.model_.sample(int(n_samples), generator)
+        return samples.cpu().numpy().astype(np.float64) * self.scale_ + self.mean_
+
+    # ------------------------------------------------------------------ #
+    # Transformer side
+    # ------------------------------------------------------------------ #
+    @property
+    def _n_features_out(self) -> int:
+        """Width of the latent representation (``transform``'s output)."""
+        return self.n_features_in_
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Map rows to the flow's latent space.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            Latent codes; for exact flows ``n_components == n_features`` and
+            the codes are standard normal under the model.
+        """
+        return self._map_rows(self.model_.encode, self._standardised(X))
+
+    def inverse_transform(self, Z: Any) -> np.ndarray:
+        """Map latent codes back to data space.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        Z = check_array(Z, dtype=[np.float64, np.float32])
+        if Z.shape[1] != self._n_features_out:
+            raise ValueError(
+                f"Z has {Z.shape[1]} features, but {type(self).__name__} expects "
+                f"{self._n_features_out} latent features as input."
+            )
+        return self._map_rows(self.model_.decode, Z) * self.scale_ + self.mean_
+
+    # ------------------------------------------------------------------ #
+    # Persistence and tags
+    # ------------------------------------------------------------------ #
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        model = state.get("model_")
+        if model is not None and self.device_.type != "cpu":
+            # Pickles hold CPU tensors, so a GPU-fitted model loads anywhere.
+            state["model_"] = copy.deepcopy(model).to("cpu")
+            state["device_"] = torch.device("cpu")
+            state["_fitted_device"] = self.device_
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        fitted_device = state.pop("_fitted_device", None)
+        super().__setstate__(state)
+        if fitted_device is not None:
+            try:
+                device = resolve_device(fitted_device)
+            except ValueError:
+                warnings.warn(
+                    f"The model was fitted on {fitted_device}, which is not available here; it stays on the CPU.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return
+            self.model_.to(device)
+            self.device_ = device
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = False
+        return tags

@@ -1,0 +1,216 @@
+"""The flow core: the bijection contract, chains, base distributions and the
+model protocol that every flow family offers the estimator layer.
+
+Conventions, stated once for the whole package:
+
+* Tensors are batch first, shape ``(n, d)``.
+* The *forward* direction of a :class:`Bijection` maps data to latent
+  (density-evaluation direction); ``inverse`` maps latent to data.
+* Every bijection returns ``(output, log_abs_det)`` where ``log_abs_det`` has
+  shape ``(n,)`` and is the log absolute Jacobian determinant *of the map just
+  applied* (so ``inverse`` returns the log-det of the inverse map).
+* ``context`` is an optional conditioning tensor of shape ``(n, c)``, threaded
+  through every call so that conditional flows need no second code path.
+
+Nothing here imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Bijection",
+    "Chain",
+    "ExactFlow",
+    "FlowModel",
+    "StandardNormal",
+]
+
+
+class Bijection(nn.Module):
+    """An invertible map with a tractable log absolute Jacobian determinant.
+
+    Subclasses implement :meth:`forward` (data to latent) and :meth:`inverse`
+    (latent to data). Both return the transformed tensor and the per-sample
+    log absolute determinant of the Jacobian of the map they applied.
+    """
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map data to latent.
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, d)
+        context : Tensor of shape (n, c), optional
+
+        Returns
+        -------
+        y : Tensor of shape (n, d)
+        log_abs_det : Tensor of shape (n,)
+            ``log |det dy/dx|``.
+        """
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map latent to data.
+
+        Parameters
+        ----------
+        y : Tensor of shape (n, d)
+        context : Tensor of shape (n, c), optional
+
+        Returns
+        -------
+        x : Tensor of shape (n, d)
+        log_abs_det : Tensor of shape (n,)
+            ``log |det dx/dy|`` (the negative of the forward log-det at ``x``).
+        """
+        raise NotImplementedError
+
+
+class Chain(Bijection):
+    """Composition of bijections, applied in order in the forward direction.
+
+    Parameters
+    ----------
+    bijections : iterable of Bijection
+        The first one is applied first to data.
+    """
+
+    def __init__(self, bijections: list[Bijection] | tuple[Bijection, ...]) -> None:
+        super().__init__()
+        self.bijections = nn.ModuleList(bijections)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = x.new_zeros(x.shape[0])
+        for bijection in self.bijections:
+            x, log_abs_det = bijection(x, context)
+            total = total + log_abs_det
+        return x, total
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = y.new_zeros(y.shape[0])
+        for bijection in reversed(self.bijections):
+            y, log_abs_det = bijection.inverse(y, context)
+            total = total + log_abs_det
+        return y, total
+
+
+class StandardNormal(nn.Module):
+    """Standard normal distribution on ``R^d``.
+
+    A non-persistent buffer follows the module's device and dtype (``.to()``,
+    ``.double()``, ``.cuda()``), so samples are created where the model lives,
+    and the ``state_dict`` holds no distribution parameters.
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension ``d``.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density, shape ``(n,)``, of points ``z`` of shape ``(n, d)``."""
+        return -0.5 * (z.pow(2).sum(dim=1) + self.n_features * math.log(2 * math.pi))
+
+    def sample(
+        self,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        """Draw ``n_samples`` points, shape ``(n_samples, d)``."""
+        return torch.randn(
+            n_samples,
+            self.n_features,
+            generator=generator,
+            device=self._anchor.device,
+            dtype=self._anchor.dtype,
+        )
+
+
+@runtime_checkable
+class FlowModel(Protocol):
+    """What every flow family offers the estimator layer.
+
+    All tensors are in the estimator's standardised units, batch first.
+
+    * ``log_prob(x) -> (n,)``: log-density.
+    * ``loss(x) -> (n,)``: per-sample training loss (minimised in mean).
+    * ``sample(n, generator) -> (n, d)``: draws from the model.
+    * ``encode(x) -> (n, k)``: data to latent representation.
+    * ``decode(z) -> (n, d)``: latent to data.
+
+    The training engine calls ``loss`` while the module is in training mode
+    and ``-log_prob`` for validation, so early stopping and model selection
+    always look at held-out likelihood, whatever surrogate a family trains on.
+    """
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+
+    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+
+    def sample(
+        self,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        context: Tensor | None = None,
+    ) -> Tensor: ...
+
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor: ...
+
+
+class ExactFlow(nn.Module):
+    """An exact normalizing flow: a bijection onto a base distribution.
+
+    ``log p(x) = log p_Z(f(x)) + log |det J_f(x)|`` where ``f`` is the chain's
+    forward (data-to-latent) direction. Implements the :class:`FlowModel`
+    protocol once for every exact family (RealNVP, NICE, Glow, MAF, ...).
+
+    Parameters
+    ----------
+    transform : Bijection
+        Data-to-latent map.
+    base : nn.Module
+        Base distribution with ``log_prob(z, context)`` and
+        ``sample(n, generator, context)``.
+    """
+
+    def __init__(self, transform: Bijection, base: nn.Module) -> None:
+        super().__init__()
+        self.transform = transform
+        self.base = base
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        z, log_abs_det = self.transform(x, context)
+        return self.base.log_prob(z, context) + log_abs_det
+
+    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return -self.log_prob(x, context)
+
+    def sample(
+        self,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        z = self.base.sample(n_samples, generator, context)
+        return self.decode(z, context)
+
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.transform(x, context)[0]
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.transform.inverse(z, context)[0]

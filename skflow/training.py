@@ -1,0 +1,269 @@
+"""The training engine: one skorch loop for every flow family.
+
+skorch brings the epoch loop, the validation split, callbacks, early
+stopping, gradient clipping, progress bars and device placement. This module
+adapts it to density models, which have no targets:
+
+* the network's "prediction" is the per-sample loss, ``model.loss(x)`` in
+  training mode and ``-model.log_prob(x)`` in evaluation mode, so validation
+  (and so early stopping) always measures held-out negative log-likelihood,
+  whatever surrogate a family trains on;
+* batches are sliced from one tensor already on the device instead of being
+  collated row by row, which is where a generic DataLoader spends most of its
+  time on small tabular models;
+* a non-finite training loss stops training at once and the best weights seen
+  so far are restored (or a :class:`TrainingDivergedError` is raised when no
+  finite epoch exists), so a fit never silently returns a NaN model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, ProgressBar
+from skorch.dataset import ValidSplit
+from skorch.utils import to_tensor
+from torch import Tensor, nn
+
+__all__ = ["TrainingDivergedError", "TrainingResult", "train_model"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a non-finite loss before any epoch finished cleanly."""
+
+
+class _NonFiniteLoss(Exception):
+    """Internal signal raised from a callback to leave skorch's loop."""
+
+
+class _MeanLoss(nn.Module):
+    """skorch criterion: the network already returns per-sample losses."""
+
+    def forward(self, per_sample_loss: Tensor, target: Tensor | None = None) -> Tensor:
+        return per_sample_loss.mean()
+
+
+class _FlowNet(NeuralNet):
+    """NeuralNet whose forward pass is the flow model's loss."""
+
+    def infer(self, x: Tensor, **fit_params: Any) -> Tensor:
+        x = to_tensor(x, device=self.device)
+        model = self.module_
+        if model.training:
+            return model.loss(x)
+        return -model.log_prob(x)
+
+
+def _rows_of(dataset: Any) -> Tensor:
+    """The tensor of rows behind a skorch Dataset or a Subset of one."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        indices = torch.as_tensor(np.asarray(dataset.indices), dtype=torch.long)
+        rows = _rows_of(dataset.dataset)
+        return rows[indices.to(rows.device)]
+    return dataset.X
+
+
+class TensorBatches:
+    """Iterates mini-batches ``(X_batch, placeholder)`` sliced from one tensor.
+
+    Used as skorch's ``iterator_train`` and ``iterator_valid``. Shuffling uses
+    torch's global generator, which the engine seeds, so runs are repeatable.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int = 128, shuffle: bool = False) -> None:
+        self.rows = _rows_of(dataset)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self._placeholder = torch.zeros(0)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n_rows = len(self.rows)
+        if self.shuffle:
+            order = torch.randperm(n_rows).to(self.rows.device)
+            for start in range(0, n_rows, self.batch_size):
+                yield self.rows[order[start : start + self.batch_size]], self._placeholder
+        else:
+            for start in range(0, n_rows, self.batch_size):
+                yield self.rows[start : start + self.batch_size], self._placeholder
+
+
+class _BestWeights(Callback):
+    """Keeps the weights of the best epoch and aborts on a non-finite loss."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+
+    def initialize(self) -> _BestWeights:
+        self.best_loss_ = math.inf
+        self.best_epoch_ = 0
+        self.best_state_: dict[str, Tensor] | None = None
+        return self
+
+    def on_batch_end(self, net: NeuralNet, batch: Any = None, training: bool = False, **kwargs: Any) -> None:
+        loss = kwargs.get("loss")
+        if training and loss is not None and not torch.isfinite(loss).all():
+            raise _NonFiniteLoss
+
+    def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        loss = net.history[-1, self.monitor]
+        if math.isfinite(loss) and loss < self.best_loss_:
+            self.best_loss_ = loss
+            self.best_epoch_ = len(net.history)
+            self.best_state_ = copy.deepcopy(net.module_.state_dict())
+
+    def restore(self, module: nn.Module) -> None:
+        if self.best_state_ is not None:
+            module.load_state_dict(self.best_state_)
+
+
+@dataclass
+class TrainingResult:
+    """What the engine reports back to the estimator.
+
+    Attributes
+    ----------
+    history : list of dict
+        One entry per epoch run: ``epoch``, ``train_loss``, ``valid_loss``
+        (NaN without a validation split) and ``dur`` (seconds).
+    n_epochs : int
+        Epochs run.
+    best_epoch : int
+        Epoch whose weights the model holds after training (1-based).
+    diverged : bool
+        Whether training stopped on a non-finite loss.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    n_epochs: int = 0
+    best_epoch: int = 0
+    diverged: bool = False
+
+
+def _history_records(history: Any) -> list[dict[str, float]]:
+    keys = ("epoch", "train_loss", "valid_loss", "dur")
+    return [{key: float(row.get(key, math.nan)) for key in keys} for row in history]
+
+
+def train_model(
+    model: nn.Module,
+    X: Tensor,
+    *,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    validation_fraction: float | None = 0.1,
+    patience: int | None = 10,
+    gradient_clip: float | None = None,
+    callbacks: Sequence[Callback] | None = None,
+    random_state: int = 0,
+    device: str = "cpu",
+    verbose: int = 0,
+) -> TrainingResult:
+    """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Implements ``loss(x)`` and ``log_prob(x)``; already on ``device``.
+    X : Tensor of shape (n_samples, n_features)
+        Training rows, already on ``device`` and in the model's dtype.
+    max_epochs, batch_size, lr, weight_decay
+        Optimisation settings (AdamW).
+    validation_fraction : float or None
+        Share of rows held out for validation (early stopping and the choice
+        of the weights returned). None or 0 trains on all rows and monitors
+        the training loss instead.
+    patience : int or None
+        Epochs without improvement of the monitored loss before stopping;
+        None disables early stopping.
+    gradient_clip : float or None
+        Maximum total gradient norm per step.
+    callbacks : sequence of skorch callbacks, optional
+        Passed through to skorch after the engine's own.
+    random_state : int
+        Seeds the validation split, the shuffling and anything else drawn
+        from torch's global generator during training.
+    device : str
+        Device the model and data live on.
+    verbose : int
+        0 silent; 1 one line per epoch; 2 also a progress bar per epoch.
+
+    Returns
+    -------
+    TrainingResult
+    """
+    n_rows = len(X)
+    n_valid = math.ceil((validation_fraction or 0.0) * n_rows)
+    use_validation = n_valid >= 2 and n_rows - n_valid >= 2
+    monitor = "valid_loss" if use_validation else "train_loss"
+
+    best_weights = _BestWeights(monitor)
+    engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights)]
+    if patience is not None:
+        engine_callbacks.append(
+            ("early_stopping", EarlyStopping(monitor=monitor, patience=patience, threshold=1e-4, load_best=False))
+        )
+    if gradient_clip is not None:
+        engine_callbacks.append(("gradient_clip", GradientNormClipping(gradient_clip)))
+    if verbose >= 2:
+        engine_callbacks.append(("progress_bar", ProgressBar()))
+    user_callbacks = [(f"user_{i}", callback) for i, callback in enumerate(callbacks or ())]
+
+    net = _FlowNet(
+        module=model,
+        criterion=_MeanLoss,
+        optimizer=torch.optim.AdamW,
+        optimizer__weight_decay=weight_decay,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=min(batch_size, n_rows),
+        iterator_train=TensorBatches,
+        iterator_train__shuffle=True,
+        iterator_valid=TensorBatches,
+        train_split=(
+            ValidSplit(n_valid / n_rows, stratified=False, random_state=random_state) if use_validation else None
+        ),
+        callbacks=engine_callbacks + user_callbacks,
+        device=device,
+        verbose=verbose,
+        **({"callbacks__print_log": None} if verbose < 1 else {}),
+    )
+    diverged = False
+    try:
+        net.fit(X, None)
+    except _NonFiniteLoss:
+        diverged = True
+    history = _history_records(net.history)
+    if diverged and best_weights.best_state_ is None:
+        raise TrainingDivergedError(
+            "Training diverged: the loss became NaN or infinite before any epoch finished with a finite "
+            f"{monitor}. Lower the learning rate (lr={lr}), set gradient_clip, or check the data for "
+            "extreme values."
+        )
+    if diverged:
+        warnings.warn(
+            f"Training diverged in epoch {len(history)} (non-finite loss); restored the weights of epoch "
+            f"{best_weights.best_epoch_}, the best by {monitor}. Consider a lower learning rate.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    best_weights.restore(model)
+    model.eval()
+    return TrainingResult(
+        history=history,
+        n_epochs=len(history),
+        best_epoch=best_weights.best_epoch_,
+        diverged=diverged,
+    )
