@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from .training import train_model
 
-__all__ = ["FlowEstimator", "resolve_device"]
+__all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 
 _MAX_SEED = 2**31 - 1
 
@@ -442,3 +442,33 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         tags.input_tags.allow_nan = False
         tags.target_tags.required = False
         return tags
+
+
+class ExactFlowEstimator(FlowEstimator):
+    """Base of the exact (bijective) families: adds the choice of base distribution.
+
+    Parameters
+    ----------
+    n_base_components : int, default=1
+        1 uses a standard normal base distribution; ``k > 1`` a learnable
+        mixture of ``k`` diagonal Gaussians, which lets a shallow flow
+        represent multimodal data without tearing the space apart.
+    """
+
+    _: KW_ONLY
+    n_base_components: int = 1
+
+    _parameter_constraints: ClassVar[dict] = {
+        **FlowEstimator._parameter_constraints,
+        "n_base_components": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def base_distribution(self, n_features: int) -> nn.Module:
+        """The base distribution selected by ``n_base_components``."""
+        from .flows.core import StandardNormal
+
+        if self.n_base_components == 1:
+            return StandardNormal(n_features)
+        from .flows.distributions import GaussianMixtureBase
+
+        return GaussianMixtureBase(n_features, self.n_base_components)

@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import FlowEstimator
-from .flows.core import Bijection, Chain, ExactFlow, StandardNormal
+from .base import ExactFlowEstimator, FlowEstimator
+from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AffineCoupling
 from .flows.linear import ActNorm, Permutation
 from .nn import MLP, resolve_activation
@@ -37,7 +37,7 @@ def mixing_layer(permutation: str, n_features: int, layer_index: int) -> tuple[l
     return [], layer_index % 2 == 1
 
 
-class RealNVPDensity(FlowEstimator):
+class RealNVPDensity(ExactFlowEstimator):
     """Density estimation with a RealNVP flow (affine coupling layers).
 
     Each layer keeps half of the (standardised) features and rescales and
@@ -67,6 +67,8 @@ class RealNVPDensity(FlowEstimator):
 gradient_clip, callbacks, random_state, device, verbose
         Training parameters shared by every family; see
         :class:`~skflow.base.FlowEstimator`.
+    n_base_components : int, default=1
+        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`.
 
     Attributes
     ----------
@@ -104,7 +106,7 @@ n_features_in_, feature_names_in_
     permutation: str = "random"
 
     _parameter_constraints: ClassVar[dict] = {
-        **FlowEstimator._parameter_constraints,
+        **ExactFlowEstimator._parameter_constraints,
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "hidden_dims": [tuple, list],
         "activation": [str, type],
@@ -132,7 +134,7 @@ n_features_in_, feature_names_in_
                 zero_init_last=True,
             )
             layers.append(AffineCoupling(n_features, kept, conditioner, flip=flip, scale_bound=self.scale_bound))
-        return ExactFlow(Chain(layers), StandardNormal(n_features))
+        return ExactFlow(Chain(layers), self.base_distribution(n_features))
 
 
 
