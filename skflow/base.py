@@ -43,7 +43,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
@@ -146,6 +146,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         ``"cuda:N"`` or ``"mps"``.
     verbose : int, default=0
         0 silent, 1 one line per epoch, 2 also a progress bar.
+    dequantize : {"auto"} or bool, default="auto"
+        Dequantise integer-valued features: during training each such value
+        ``k`` is replaced by a fresh uniform draw on ``[k - 1/2, k + 1/2)``,
+        so the model learns a continuous density whose mass on each unit bin
+        is the probability of ``k``, instead of collapsing onto the integers
+        (which makes likelihoods degenerate). ``score_samples`` is evaluated
+        at the bin centres, i.e. at the data themselves. ``"auto"`` applies it
+        to every column whose training values are all integers; True to every
+        column; False to none.
 
     Attributes
     ----------
@@ -167,6 +176,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         constant columns).
     device_ : torch.device
         Device the model lives on.
+    dequantized_features_ : ndarray of shape (n_features,), dtype bool
+        Which columns were dequantised during training.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -185,6 +196,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     random_state: int | np.random.RandomState | None = None
     device: str = "auto"
     verbose: int = 0
+    dequantize: bool | str = "auto"
 
     _parameter_constraints: ClassVar[dict] = {
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -198,6 +210,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         "random_state": ["random_state"],
         "device": [str, torch.device],
         "verbose": ["verbose"],
+        "dequantize": ["boolean", StrOptions({"auto"})],
     }
 
     # Rows per forward pass at inference; bounds memory on large inputs.
@@ -255,7 +268,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         device = resolve_device(self.device)
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
         self.mean_, self.scale_ = _standardisation(X)
+        self.dequantized_features_ = self._integer_columns(X)
         rows = self._to_tensor((X - self.mean_) / self.scale_, device)
+        jitter = self._to_tensor(self.dequantized_features_ / self.scale_, device)
         with _seeded(seed, device):
             model = self.build_model(X.shape[1]).to(device)
             result = train_model(
@@ -272,6 +287,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 random_state=seed,
                 device=str(device),
                 verbose=self.verbose,
+                jitter=jitter if self.dequantized_features_.any() else None,
             )
         self.model_ = model
         self.device_ = device
@@ -279,6 +295,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.n_iter_ = result.n_epochs
         self.best_epoch_ = result.best_epoch
         self._after_fit(rows)
+
+    def _integer_columns(self, X: np.ndarray) -> np.ndarray:
+        """Mask of the columns to dequantise, as chosen by ``dequantize``."""
+        if self.dequantize == "auto":
+            return np.all(X == np.round(X), axis=0)
+        return np.full(X.shape[1], bool(self.dequantize))
 
     def _after_fit(self, rows: Tensor) -> None:
         """Hook for families that estimate more state from the training rows."""

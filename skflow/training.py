@@ -52,12 +52,24 @@ class _MeanLoss(nn.Module):
 
 
 class _FlowNet(NeuralNet):
-    """NeuralNet whose forward pass is the flow model's loss."""
+    """NeuralNet whose forward pass is the flow model's loss.
+
+    ``jitter`` (a tensor of per-feature widths, or None) dequantises training
+    batches: each batch gets fresh uniform noise on ``[-w/2, w/2)``, so
+    integer-valued features become continuous bins centred on their values.
+    Validation rows stay at the bin centres.
+    """
+
+    def __init__(self, *args: Any, jitter: Tensor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.jitter = jitter
 
     def infer(self, x: Tensor, **fit_params: Any) -> Tensor:
         x = to_tensor(x, device=self.device)
         model = self.module_
         if model.training:
+            if self.jitter is not None:
+                x = x + (torch.rand_like(x) - 0.5) * self.jitter
             return model.loss(x)
         return -model.log_prob(x)
 
@@ -170,6 +182,7 @@ def train_model(
     random_state: int = 0,
     device: str = "cpu",
     verbose: int = 0,
+    jitter: Tensor | None = None,
 ) -> TrainingResult:
     """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
 
@@ -199,6 +212,9 @@ def train_model(
         Device the model and data live on.
     verbose : int
         0 silent; 1 one line per epoch; 2 also a progress bar per epoch.
+    jitter : Tensor of shape (n_features,) or None
+        Dequantisation widths per feature (0 for continuous features); see
+        ``_FlowNet``.
 
     Returns
     -------
@@ -238,6 +254,7 @@ def train_model(
         callbacks=engine_callbacks + user_callbacks,
         device=device,
         verbose=verbose,
+        jitter=jitter,
         **({"callbacks__print_log": None} if verbose < 1 else {}),
     )
     diverged = False
