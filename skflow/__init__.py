@@ -1,9 +1,33 @@
 """skflow: normalizing flows as scikit-learn estimators."""
 
 from .base import FlowEstimator
+from .continuous import CNFDensity, FlowMatchingDensity
+from .glow import GlowDensity
+from .injective import FreeFormFlowDensity, InjectiveFlowEstimator
+from .maf import IAFDensity, MAFDensity
+from .nice import NICEDensity
+from .outlier import DensityOutlierDetector
+from .planar import PlanarFlowDensity
 from .realnvp import RealNVPDensity
+from .spline import NeuralSplineDensity
 from .training import TrainingDivergedError
 
 __version__ = "0.1.0"
 
-__all__ = ["FlowEstimator", "RealNVPDensity", "TrainingDivergedError", "__version__"]
+__all__ = [
+    "CNFDensity",
+    "DensityOutlierDetector",
+    "FlowEstimator",
+    "FlowMatchingDensity",
+    "FreeFormFlowDensity",
+    "GlowDensity",
+    "IAFDensity",
+    "InjectiveFlowEstimator",
+    "MAFDensity",
+    "NICEDensity",
+    "NeuralSplineDensity",
+    "PlanarFlowDensity",
+    "RealNVPDensity",
+    "TrainingDivergedError",
+    "__version__",
+]

@@ -107,6 +107,24 @@ def _standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale > tiny, scale, 1.0)
 
 
+# A grid of more levels than this is treated as continuous: its bins are too
+# fine for dequantisation to matter, and a coincidental grid becomes likelier.
+_MAX_GRID_LEVELS = 10_000
+
+
+def _grid_spacing(values: np.ndarray) -> float:
+    """Spacing ``h`` if all values lie on a grid ``v0 + k * h``, else 0."""
+    levels = np.unique(values)
+    if len(levels) < 2 or not np.all(np.isfinite(levels)):
+        return 0.0
+    spacing = float(np.min(np.diff(levels)))
+    steps = (levels - levels[0]) / spacing
+    if steps[-1] > _MAX_GRID_LEVELS:
+        return 0.0
+    # Tolerance well above the rounding error of an affine rescaling.
+    return spacing if np.all(np.abs(steps - np.round(steps)) < 1e-6 * max(1.0, steps[-1])) else 0.0
+
+
 @dataclasses.dataclass(repr=False, eq=False)
 class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin, BaseEstimator):
     """Base class of every skflow density estimator.
@@ -129,7 +147,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         log-likelihood for early stopping and to pick the weights returned.
         None or 0 uses all rows for training and monitors the training loss.
         Ignored when it would leave fewer than two rows on either side.
-    patience : int or None, default=10
+    patience : int or None, default=20
         Epochs without improvement of the monitored loss before training
         stops; None trains for ``max_epochs``. The weights of the best epoch
         are restored either way.
@@ -153,8 +171,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         is the probability of ``k``, instead of collapsing onto the integers
         (which makes likelihoods degenerate). ``score_samples`` is evaluated
         at the bin centres, i.e. at the data themselves. ``"auto"`` applies it
-        to every column whose training values are all integers; True to every
-        column; False to none.
+        to every column whose training values are all integers, and to every
+        column whose values lie on a regular grid ``v0 + k * h`` (such as
+        integers after MinMax scaling) with bins of width ``h``; True to every
+        column (width 1); False to none.
 
     Attributes
     ----------
@@ -178,6 +198,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         Device the model lives on.
     dequantized_features_ : ndarray of shape (n_features,), dtype bool
         Which columns were dequantised during training.
+    dequantization_widths_ : ndarray of shape (n_features,)
+        Bin width of each dequantised column, in the data's units (0 for the
+        others).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -190,7 +213,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     lr: float = 1e-3
     weight_decay: float = 0.0
     validation_fraction: float | None = 0.1
-    patience: int | None = 10
+    patience: int | None = 20
     gradient_clip: float | None = 5.0
     callbacks: list | None = None
     random_state: int | np.random.RandomState | None = None
@@ -213,8 +236,17 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         "dequantize": ["boolean", StrOptions({"auto"})],
     }
 
-    # Rows per forward pass at inference; bounds memory on large inputs.
-    _inference_batch_size: ClassVar[int] = 8192
+    # Rows per forward pass at inference. Every pass gets exactly this many
+    # rows (the last one zero-padded): float32 matrix products round
+    # differently for different batch shapes, and a fixed shape makes each
+    # row's score independent of the rows scored with it.
+    _inference_batch_size: ClassVar[int] = 256
+
+    # Checks a family cannot pass, each with its reason: scikit-learn common
+    # checks by name ("check_fit2d_1feature", ...) and skflow's own shared
+    # batteries ("skflow_density_normalisation", ...). The test suite marks
+    # them xfail (strict), so a stale entry fails as loudly as a new bug.
+    _expected_failed_checks: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -263,14 +295,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         return self
 
     def _fit(self, X: Any) -> None:
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
+        X = validate_data(self, X, dtype="numeric", reset=True)  # strings rejected, as sklearn does
         X = X.astype(np.float64, copy=False)
         device = resolve_device(self.device)
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
-        self.mean_, self.scale_ = _standardisation(X)
-        self.dequantized_features_ = self._integer_columns(X)
+        self.mean_, self.scale_ = self._standardisation_for(X)
+        self.dequantization_widths_ = self._dequantization_widths(X)
+        self.dequantized_features_ = self.dequantization_widths_ > 0
         rows = self._to_tensor((X - self.mean_) / self.scale_, device)
-        jitter = self._to_tensor(self.dequantized_features_ / self.scale_, device)
+        jitter = self._to_tensor(self.dequantization_widths_ / self.scale_, device)
         with _seeded(seed, device):
             model = self.build_model(X.shape[1]).to(device)
             result = train_model(
@@ -302,8 +335,33 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             return np.all(X == np.round(X), axis=0)
         return np.full(X.shape[1], bool(self.dequantize))
 
+    def _dequantization_widths(self, X: np.ndarray) -> np.ndarray:
+        """Bin width of each column to dequantise (0 = continuous column).
+
+        Integer-valued columns get width 1. With ``"auto"``, other columns
+        whose values lie on a regular grid ``v0 + k * h`` (integers after a
+        MinMax or other affine scaling, prices in cents, ...) get width ``h``,
+        the grid spacing, so dequantisation follows the data's own resolution.
+        """
+        widths = self._integer_columns(X).astype(np.float64)
+        if self.dequantize == "auto":
+            for column in np.flatnonzero(widths == 0):
+                widths[column] = _grid_spacing(X[:, column])
+        return widths
+
     def _after_fit(self, rows: Tensor) -> None:
         """Hook for families that estimate more state from the training rows."""
+
+    def _standardisation_for(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-column ``(mean, scale)``, each of shape ``(n_features,)``, that map X to model units.
+
+        The model sees ``(X - mean) / scale`` and ``score_samples`` adds
+        ``-sum(log(scale))``, so any positive ``scale`` keeps scores exact
+        densities in the user's units. The default standardises each column;
+        a family overrides this when per-column statistics are wrong for its
+        data (e.g. images, which share one scale across pixels).
+        """
+        return _standardisation(X)
 
     # ------------------------------------------------------------------ #
     # numpy <-> torch, in one place
@@ -315,15 +373,19 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     def _map_rows(self, function: Callable[[Tensor], Tensor], array: np.ndarray) -> np.ndarray:
         """Apply a model function to standardised rows in batches; float64 out."""
         outputs = []
+        size = self._inference_batch_size
         with torch.no_grad():
-            for start in range(0, len(array), self._inference_batch_size):
-                batch = self._to_tensor(array[start : start + self._inference_batch_size], self.device_)
-                outputs.append(function(batch).detach().cpu().numpy().astype(np.float64))
+            for start in range(0, len(array), size):
+                chunk = array[start : start + size]
+                padded = np.zeros((size, *chunk.shape[1:]), dtype=chunk.dtype)
+                padded[: len(chunk)] = chunk
+                output = function(self._to_tensor(padded, self.device_))[: len(chunk)]
+                outputs.append(output.detach().cpu().numpy().astype(np.float64))
         return np.concatenate(outputs, axis=0)
 
     def _standardised(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_data(self, X, dtype="numeric", reset=False)
         return (X.astype(np.float64, copy=False) - self.mean_) / self.scale_
 
     # ------------------------------------------------------------------ #
@@ -345,7 +407,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         -------
         log_density : ndarray of shape (n_samples,), dtype float64
         """
-        log_prob = self._map_rows(self.model_.log_prob, self._standardised(X))
+        rows = self._standardised(X)  # first: raises NotFittedError before model_ is touched
+        log_prob = self._map_rows(self.model_.log_prob, rows)
         log_prob = log_prob - np.log(self.scale_).sum()
         return np.where(np.isnan(log_prob), -np.inf, log_prob)
 
@@ -363,6 +426,39 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         score : float
         """
         return float(np.mean(self.score_samples(X)))
+
+    def bits_per_dim(self, X: Any) -> float:
+        """Average code length of discrete rows in bits per dimension (lower is better).
+
+        ``-(mean log p(x) + sum_j log h_j) / (D ln 2)`` with ``h_j`` the bin
+        width each column was dequantised with (1 for integers); see
+        :func:`skflow.metrics.bits_per_dim` for the derivation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        bpd : float
+
+        Raises
+        ------
+        ValueError
+            If some column was not dequantised during fit: the density of a
+            continuous column is not a probability, so it has no code length.
+        """
+        from .metrics import bits_per_dim
+
+        check_is_fitted(self)
+        widths = getattr(self, "dequantization_widths_", self.dequantized_features_.astype(np.float64))
+        if not np.all(widths > 0):
+            raise ValueError(
+                "bits_per_dim needs discrete data: every column must have been dequantised during fit "
+                f"({int(np.sum(widths <= 0))} column(s) were not). Fit with dequantize=True, or use "
+                "skflow.metrics.bits_per_dim with explicit bin widths."
+            )
+        return bits_per_dim(self, X, widths)
 
     def sample(self, n_samples: int = 1, random_state: int | np.random.RandomState | None = None) -> np.ndarray:
         """Draw rows from the fitted density.
@@ -395,6 +491,23 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         """Width of the latent representation (``transform``'s output)."""
         return self.n_features_in_
 
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the latent features, ``<classname>0``, ``<classname>1``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of shape (n_components,), dtype object
+        """
+        # Guard here, not through _n_features_out: a family may compute that
+        # width from its hyperparameters, which exist before fit.
+        check_is_fitted(self)
+        return super().get_feature_names_out(input_features)
+
     def transform(self, X: Any) -> np.ndarray:
         """Map rows to the flow's latent space.
 
@@ -408,7 +521,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             Latent codes; for exact flows ``n_components == n_features`` and
             the codes are standard normal under the model.
         """
-        return self._map_rows(self.model_.encode, self._standardised(X))
+        rows = self._standardised(X)  # first: raises NotFittedError before model_ is touched
+        return self._map_rows(self.model_.encode, rows)
 
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Map latent codes back to data space.
@@ -422,7 +536,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         X : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        Z = check_array(Z, dtype=[np.float64, np.float32])
+        Z = check_array(Z, dtype="numeric").astype(np.float64, copy=False)
         if Z.shape[1] != self._n_features_out:
             raise ValueError(
                 f"Z has {Z.shape[1]} features, but {type(self).__name__} expects "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import ClassVar
 
+import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .base import ExactFlowEstimator, FlowEstimator
@@ -13,7 +15,7 @@ from .flows.coupling import AffineCoupling
 from .flows.linear import ActNorm, Permutation
 from .nn import MLP, resolve_activation
 
-__all__ = ["RealNVPDensity", "check_coupling_features"]
+__all__ = ["RealNVPDensity", "check_coupling_features", "coupling_stack"]
 
 
 def check_coupling_features(estimator: FlowEstimator, n_features: int) -> None:
@@ -25,16 +27,46 @@ def check_coupling_features(estimator: FlowEstimator, n_features: int) -> None:
         )
 
 
-def mixing_layer(permutation: str, n_features: int, layer_index: int) -> tuple[list[Bijection], bool]:
-    """The feature mixing before coupling layer ``layer_index``.
+def coupling_stack(
+    n_features: int,
+    n_layers: int,
+    permutation: str,
+    make_coupling: Callable[[int, bool], Bijection],
+) -> list[list[Bijection]]:
+    """Coupling layers interleaved with feature mixing, one list per layer.
 
-    Returns the bijections to insert and whether the coupling should flip its
-    split. ``"random"`` draws a fixed random permutation from torch's (seeded)
-    generator; ``"alternate"`` alternates which half passes unchanged.
+    ``make_coupling(kept, flip)`` builds one coupling that leaves ``kept``
+    features unchanged (the first ones, or the last ones when ``flip``).
+
+    ``"alternate"`` alternates which half is kept. ``"random"`` inserts a
+    fixed random permutation (drawn from torch's seeded generator) before each
+    coupling, redrawn whenever it would make a coupling transform exactly the
+    features its predecessor transformed: with two features that would
+    otherwise happen half the time and waste the layer.
+
+    Returns
+    -------
+    layers : list of list of Bijection
+        Per coupling, the mixing bijections followed by the coupling.
     """
-    if permutation == "random":
-        return [Permutation.random(n_features)], False
-    return [], layer_index % 2 == 1
+    kept_first = n_features // 2
+    if permutation == "alternate":
+        return [
+            [make_coupling(n_features - kept_first if index % 2 else kept_first, bool(index % 2))]
+            for index in range(n_layers)
+        ]
+    arrangement = torch.arange(n_features)  # original feature at each position
+    previously_transformed: set[int] = set()
+    stack = []
+    for _ in range(n_layers):
+        for _attempt in range(100):
+            order = torch.randperm(n_features)
+            transformed = set(arrangement[order][kept_first:].tolist())
+            if transformed != previously_transformed:
+                break
+        arrangement, previously_transformed = arrangement[order], transformed
+        stack.append([Permutation(order), make_coupling(kept_first, False)])
+    return stack
 
 
 class RealNVPDensity(ExactFlowEstimator):
@@ -52,8 +84,13 @@ class RealNVPDensity(ExactFlowEstimator):
         Number of affine coupling layers.
     hidden_dims : tuple of int, default=(128, 128)
         Hidden widths of each layer's conditioner MLP.
-    activation : str, default="relu"
-        Activation of the conditioner ("relu", "silu", "tanh", "elu", ...).
+    activation : str, default="tanh"
+        Activation of the conditioner ("tanh", "relu", "silu", "elu", ...).
+        The bounded default keeps each layer's shift and scale bounded for
+        rows far outside the training range, so one extreme test row cannot
+        receive an absurd log-density; on real tables (ADBench's normal rows,
+        ``benchmarks/tabular_density.py``) and digits it also gave better
+        held-out likelihood than ReLU.
     scale_bound : float, default=3.0
         Soft bound on each log-scale, ``s = b * tanh(s_raw / b)``; keeps
         training and inverses numerically stable.
@@ -100,7 +137,7 @@ n_features_in_, feature_names_in_
 
     n_layers: int = 8
     hidden_dims: tuple = (128, 128)
-    activation: str = "relu"
+    activation: str = "tanh"
     scale_bound: float = 3.0
     actnorm: bool = True
     permutation: str = "random"
@@ -118,23 +155,12 @@ n_features_in_, feature_names_in_
     def build_model(self, n_features: int) -> ExactFlow:
         check_coupling_features(self, n_features)
         resolve_activation(self.activation)
-        n_identity = n_features // 2
+
+        def make_coupling(kept: int, flip: bool) -> AffineCoupling:
+            conditioner = MLP(kept, 2 * (n_features - kept), self.hidden_dims, self.activation, zero_init_last=True)
+            return AffineCoupling(n_features, kept, conditioner, flip=flip, scale_bound=self.scale_bound)
+
         layers: list[Bijection] = []
-        for index in range(self.n_layers):
-            if self.actnorm:
-                layers.append(ActNorm(n_features))
-            mixing, flip = mixing_layer(self.permutation, n_features, index)
-            layers.extend(mixing)
-            kept = n_features - n_identity if flip else n_identity
-            conditioner = MLP(
-                kept,
-                2 * (n_features - kept),
-                self.hidden_dims,
-                self.activation,
-                zero_init_last=True,
-            )
-            layers.append(AffineCoupling(n_features, kept, conditioner, flip=flip, scale_bound=self.scale_bound))
+        for step in coupling_stack(n_features, self.n_layers, self.permutation, make_coupling):
+            layers.extend([ActNorm(n_features), *step] if self.actnorm else step)
         return ExactFlow(Chain(layers), self.base_distribution(n_features))
-
-
-

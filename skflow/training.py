@@ -64,6 +64,13 @@ class _FlowNet(NeuralNet):
         super().__init__(*args, **kwargs)
         self.jitter = jitter
 
+    def _set_training(self, training: bool = True) -> None:
+        # skorch calls this before every batch, and Module.train() walks every
+        # submodule (about 5% of a small flow's training time); the engine
+        # only ever switches the whole model, so its top-level flag suffices.
+        if self.module_.training != training:
+            super()._set_training(training)
+
     def infer(self, x: Tensor, **fit_params: Any) -> Tensor:
         x = to_tensor(x, device=self.device)
         model = self.module_
@@ -132,7 +139,13 @@ class _BestWeights(Callback):
         if math.isfinite(loss) and loss < self.best_loss_:
             self.best_loss_ = loss
             self.best_epoch_ = len(net.history)
-            self.best_state_ = copy.deepcopy(net.module_.state_dict())
+            # Tensor clones rather than one deepcopy of the whole dict: the same
+            # snapshot without deepcopy's per-object bookkeeping at every
+            # improving epoch (non-tensor extra state is still deep-copied).
+            self.best_state_ = {
+                name: value.detach().clone() if isinstance(value, Tensor) else copy.deepcopy(value)
+                for name, value in net.module_.state_dict().items()
+            }
 
     def restore(self, module: nn.Module) -> None:
         if self.best_state_ is not None:
@@ -165,6 +178,26 @@ class TrainingResult:
 def _history_records(history: Any) -> list[dict[str, float]]:
     keys = ("epoch", "train_loss", "valid_loss", "dur")
     return [{key: float(row.get(key, math.nan)) for key in keys} for row in history]
+
+
+def fused_optimizer_supported(model: nn.Module, device: str) -> bool:
+    """Whether torch's fused AdamW kernel can update ``model`` on ``device``.
+
+    It exists for floating-point parameters on the CPU and CUDA (and, in
+    recent torch versions, MPS); anywhere else the ordinary implementation is
+    used.
+    """
+    device_type = torch.device(device).type
+    if device_type not in ("cpu", "cuda", "mps"):
+        return False
+    parameters = list(model.parameters())
+    if not parameters or not all(p.is_floating_point() for p in parameters):
+        return False
+    try:
+        torch.optim.AdamW(parameters, lr=1e-3, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
 
 
 def train_model(
@@ -229,7 +262,15 @@ def train_model(
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights)]
     if patience is not None:
         engine_callbacks.append(
-            ("early_stopping", EarlyStopping(monitor=monitor, patience=patience, threshold=1e-4, load_best=False))
+            # Absolute threshold (nats per row): skorch's default relative one
+            # flips sign for negative log-likelihood losses and then counts a
+            # slightly worse epoch as an improvement, so training never stops.
+            (
+                "early_stopping",
+                EarlyStopping(
+                    monitor=monitor, patience=patience, threshold=1e-4, threshold_mode="abs", load_best=False
+                ),
+            )
         )
     if gradient_clip is not None:
         engine_callbacks.append(("gradient_clip", GradientNormClipping(gradient_clip)))
@@ -242,6 +283,9 @@ def train_model(
         criterion=_MeanLoss,
         optimizer=torch.optim.AdamW,
         optimizer__weight_decay=weight_decay,
+        # The fused kernel does the same AdamW update in one call instead of
+        # ~10 small ops per parameter tensor: about 4x cheaper steps on CPU.
+        optimizer__fused=fused_optimizer_supported(model, device),
         lr=lr,
         max_epochs=max_epochs,
         batch_size=min(batch_size, n_rows),
@@ -251,7 +295,9 @@ def train_model(
         train_split=(
             ValidSplit(n_valid / n_rows, stratified=False, random_state=random_state) if use_validation else None
         ),
-        callbacks=engine_callbacks + user_callbacks,
+        # Early stopping ends an epoch by raising from on_epoch_end, so it goes
+        # last: every other callback (the user's too) sees every epoch's end.
+        callbacks=sorted(engine_callbacks + user_callbacks, key=lambda item: item[0] == "early_stopping"),
         device=device,
         verbose=verbose,
         jitter=jitter,

@@ -20,10 +20,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from skflow import RealNVPDensity
+from skflow import GlowDensity, IAFDensity, MAFDensity, NeuralSplineDensity, NICEDensity, RealNVPDensity
 from skflow.base import FlowEstimator
-from skflow.flows import ActNorm, AdditiveCoupling, AffineCoupling, Bijection, Chain, Permutation
+from skflow.continuous import CNFDensity, FlowMatchingDensity
+from skflow.flows import (
+    MADE,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Bijection,
+    Chain,
+    InverseAutoregressive,
+    MaskedAffineAutoregressive,
+    MaskedRationalQuadraticAutoregressive,
+    Permutation,
+    RationalQuadraticCoupling,
+)
+from skflow.flows.linear import DiagonalScaling, InvertibleConv1x1, LULinear
+from skflow.flows.multiscale import ChannelActNorm, conv_affine_coupling
+from skflow.flows.planar import InversePlanarFlow, PlanarFlow
+from skflow.injective import FreeFormFlowDensity, InjectiveFlowEstimator
 from skflow.nn import MLP
+from skflow.planar import PlanarFlowDensity
 
 
 def _affine_coupling(n_features: int, flip: bool = False) -> Bijection:
@@ -38,6 +56,23 @@ def _additive_coupling(n_features: int) -> Bijection:
 
 FAST_ESTIMATORS: list[FlowEstimator] = [
     RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
+    CNFDensity(hidden_dims=(8,), solver="rk4", n_steps=2, max_epochs=2, batch_size=64, random_state=0),
+    FlowMatchingDensity(
+        hidden_dims=(8,), solver="rk4", n_steps=2, validation_n_steps=2, max_epochs=2, batch_size=64, random_state=0
+    ),
+    PlanarFlowDensity(n_layers=4, orientation="generative", max_epochs=3, batch_size=64, random_state=0),
+    MAFDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
+    IAFDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
+    NeuralSplineDensity(n_layers=2, n_bins=4, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
+    NeuralSplineDensity(
+        variant="autoregressive", n_layers=2, n_bins=4, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0
+    ),
+    InjectiveFlowEstimator(
+        n_components=1, hidden_dims=(16,), n_residual_blocks=1, max_epochs=3, batch_size=64, random_state=0
+    ),
+    FreeFormFlowDensity(hidden_dims=(16,), n_residual_blocks=1, max_epochs=3, batch_size=64, random_state=0),
+    NICEDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
+    GlowDensity(n_steps=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
 ]
 
 BIJECTIONS: dict[str, Callable[[int], Bijection]] = {
@@ -46,5 +81,18 @@ BIJECTIONS: dict[str, Callable[[int], Bijection]] = {
     "additive_coupling": _additive_coupling,
     "actnorm": ActNorm,
     "permutation": Permutation.reverse,
+    "planar": PlanarFlow,
+    "planar_inverse": InversePlanarFlow,
+    "maf_affine": lambda d: MaskedAffineAutoregressive(MADE(d, 2, (16,), "tanh", order=list(range(d))[::-1])),
+    "iaf_affine": lambda d: InverseAutoregressive(MaskedAffineAutoregressive(MADE(d, 2, (16, 16), "tanh"))),
+    "spline_coupling": lambda d: RationalQuadraticCoupling(
+        d, d // 2, MLP(d // 2, (d - d // 2) * 14, (16,), "tanh"), n_bins=5
+    ),
+    "spline_autoregressive": lambda d: MaskedRationalQuadraticAutoregressive(MADE(d, 14, (16,), "tanh"), n_bins=5),
+    "diagonal_scaling": DiagonalScaling,
+    "lu_linear": LULinear,
+    "conv1x1": lambda d: InvertibleConv1x1((d, 1, 1)),  # channel mixing; H*W factor: tests/flows/test_glow_layers.py
+    "channel_actnorm": lambda d: ChannelActNorm((1, 1, d)),  # d pixels of one channel share the affine map
+    "conv_coupling": lambda d: conv_affine_coupling((d, 1, 1), hidden_channels=4, activation="tanh"),
     "chain": lambda d: Chain([ActNorm(d), _affine_coupling(d), Permutation.reverse(d), _affine_coupling(d, True)]),
 }

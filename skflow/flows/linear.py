@@ -1,17 +1,21 @@
-"""Linear bijections: ActNorm and fixed permutations.
+"""Linear bijections: ActNorm, fixed permutations, diagonal scaling, the
+LU-parameterised dense linear map and the invertible 1x1 convolution.
 
 These mix or rescale features between coupling layers. Their log-dets are
-constant in ``x``, so they cost one elementwise operation per call.
+constant in ``x``, so they cost at most one small matrix operation per call.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .core import Bijection
 
-__all__ = ["ActNorm", "Permutation"]
+__all__ = ["ActNorm", "DiagonalScaling", "InvertibleConv1x1", "LULinear", "Permutation"]
 
 
 class ActNorm(Bijection):
@@ -28,13 +32,22 @@ class ActNorm(Bijection):
     eps : float, default=1e-6
         Added to the batch standard deviation at initialisation, so constant
         features do not produce infinite scales.
+    max_init_scale : float, default=10.0
+        A feature whose first-batch standard deviation is below
+        ``1 / max_init_scale`` keeps scale 1 instead. Such a feature is
+        (nearly) constant within the batch, as rare-valued or duplicated
+        columns of real tables often are; normalising it would multiply it by
+        up to ``1/eps``, and a stack of ActNorms would compound the factor,
+        turning the first differing row of a later batch into an infinite
+        loss.
     """
 
-    def __init__(self, n_features: int, eps: float = 1e-6) -> None:
+    def __init__(self, n_features: int, eps: float = 1e-6, max_init_scale: float = 10.0) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(n_features))
         self.log_scale = nn.Parameter(torch.zeros(n_features))
         self.eps = eps
+        self.max_init_scale = max_init_scale
         # A buffer, not a Python flag, so the state survives state_dict and pickling.
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -42,7 +55,8 @@ class ActNorm(Bijection):
     def _initialize(self, x: Tensor) -> None:
         std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else torch.ones_like(x[0])
         self.bias.copy_(-x.mean(dim=0))
-        self.log_scale.copy_(-torch.log(std + self.eps))
+        log_scale = -torch.log(std + self.eps)
+        self.log_scale.copy_(torch.where(log_scale > math.log(self.max_init_scale), 0.0, log_scale))
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -68,6 +82,9 @@ class Permutation(Bijection):
     def __init__(self, permutation: Tensor) -> None:
         super().__init__()
         permutation = torch.as_tensor(permutation, dtype=torch.long)
+        # A repeated or missing index would silently drop features.
+        if permutation.dim() != 1 or not torch.equal(torch.sort(permutation).values, torch.arange(len(permutation))):
+            raise ValueError(f"permutation must be a permutation of 0..d-1, got {permutation.tolist()}.")
         self.register_buffer("permutation", permutation)
         self.register_buffer("inverse_permutation", torch.argsort(permutation))
 
@@ -82,7 +99,147 @@ class Permutation(Bijection):
         return cls(torch.arange(n_features - 1, -1, -1))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x[:, self.permutation], x.new_zeros(x.shape[0])
+        # index_select is about twice as fast as fancy indexing, forward and backward.
+        return x.index_select(1, self.permutation), x.new_zeros(x.shape[0])
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return y[:, self.inverse_permutation], y.new_zeros(y.shape[0])
+        return y.index_select(1, self.inverse_permutation), y.new_zeros(y.shape[0])
+
+
+class DiagonalScaling(Bijection):
+    """Learned per-feature scaling ``y = x * exp(log_scale)`` (NICE's last layer).
+
+    Additive coupling layers are volume preserving, so a NICE flow gets all
+    of its log-det from this layer: ``log |det| = sum(log_scale)``. Unlike
+    :class:`ActNorm` it has no bias (the coupling layers already shift) and no
+    data-dependent initialisation: it starts as the identity.
+
+    Parameters
+    ----------
+    n_features : int
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(n_features))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return x * torch.exp(self.log_scale), self.log_scale.sum().expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return y * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(y.shape[0])
+
+
+class LULinear(Bijection):
+    """Invertible dense linear map ``y = x W^T`` in LU parameterisation (Glow).
+
+    ``W = P L (U + diag(sign(s) * exp(log|s|)))`` with ``P`` a fixed
+    permutation matrix, ``L`` unit lower triangular, ``U`` strictly upper
+    triangular and the diagonal ``s`` stored as fixed signs and learned
+    log-magnitudes. Then ``log |det W| = sum(log|s|)`` costs O(d) instead of
+    O(d^3), ``W`` can never become singular, and the inverse is two
+    triangular solves.
+
+    The map starts as a random rotation (an orthogonal matrix drawn from
+    torch's global generator, so the estimator's seed fixes it), which mixes
+    all features from the first step, as Glow does.
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension ``d``.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        if n_features < 1:
+            raise ValueError(f"n_features must be positive, got {n_features}.")
+        self.n_features = n_features
+        rotation, _ = torch.linalg.qr(torch.randn(n_features, n_features))
+        permutation, lower, upper = torch.linalg.lu(rotation)
+        diagonal = torch.diagonal(upper)
+        self.register_buffer("permutation", permutation)
+        self.register_buffer("sign", torch.sign(diagonal))
+        # Masks as buffers so they follow .double()/.to() with the parameters.
+        self.register_buffer(
+            "lower_mask", torch.tril(torch.ones(n_features, n_features), diagonal=-1), persistent=False
+        )
+        self.register_buffer("eye", torch.eye(n_features), persistent=False)
+        self.lower = nn.Parameter(lower * self.lower_mask)
+        self.upper = nn.Parameter(upper * self.lower_mask.T)
+        self.log_abs_diagonal = nn.Parameter(torch.log(diagonal.abs()))
+
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        """The unit lower and the full upper triangular factors of ``P^T W``."""
+        lower = self.lower * self.lower_mask + self.eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * torch.exp(self.log_abs_diagonal))
+        return lower, upper
+
+    def weight(self) -> Tensor:
+        """The matrix ``W``, shape ``(d, d)``."""
+        lower, upper = self._factors()
+        return self.permutation @ lower @ upper
+
+    def log_abs_det_weight(self) -> Tensor:
+        """``log |det W|`` (a scalar tensor)."""
+        return self.log_abs_diagonal.sum()
+
+    def _multiply(self, rows: Tensor) -> Tensor:
+        return rows @ self.weight().T
+
+    def _solve(self, rows: Tensor) -> Tensor:
+        """``rows @ W^{-T}``: solve ``W x = y`` for every row ``y``."""
+        lower, upper = self._factors()
+        columns = self.permutation.T @ rows.T
+        columns = torch.linalg.solve_triangular(lower, columns, upper=False, unitriangular=True)
+        columns = torch.linalg.solve_triangular(upper, columns, upper=True)
+        return columns.T
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._multiply(x), self.log_abs_det_weight().expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._solve(y), (-self.log_abs_det_weight()).expand(y.shape[0])
+
+
+class InvertibleConv1x1(LULinear):
+    """Glow's invertible 1x1 convolution on flattened images.
+
+    The same ``C x C`` matrix ``W`` (LU-parameterised, see :class:`LULinear`)
+    mixes the channels at every pixel, so
+    ``log |det J| = H * W * sum(log|s|)``.
+
+    Rows are flattened images in channel-major order, i.e.
+    ``x.reshape(n, C, H, W)`` recovers the image; this keeps the layer a
+    :class:`~skflow.flows.core.Bijection` on ``(n, C*H*W)`` rows that chains
+    with every other layer.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(C, H, W)``.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int]) -> None:
+        channels, height, width = (int(size) for size in image_shape)
+        if min(channels, height, width) < 1:
+            raise ValueError(f"image_shape must be three positive integers (C, H, W), got {image_shape!r}.")
+        super().__init__(channels)
+        self.image_shape = (channels, height, width)
+
+    def _per_pixel(self, rows: Tensor, linear_map: Callable[[Tensor], Tensor]) -> Tensor:
+        channels, height, width = self.image_shape
+        n = rows.shape[0]
+        pixels = rows.reshape(n, channels, height * width).transpose(1, 2).reshape(n * height * width, channels)
+        mapped = linear_map(pixels)
+        return mapped.reshape(n, height * width, channels).transpose(1, 2).reshape(n, channels * height * width)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _, height, width = self.image_shape
+        log_abs_det = height * width * self.log_abs_det_weight()
+        return self._per_pixel(x, self._multiply), log_abs_det.expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _, height, width = self.image_shape
+        log_abs_det = -height * width * self.log_abs_det_weight()
+        return self._per_pixel(y, self._solve), log_abs_det.expand(y.shape[0])
