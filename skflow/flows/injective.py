@@ -1,0 +1,552 @@
+"""Free-form flows: an unconstrained encoder/decoder pair trained as a flow.
+
+Two models live here, sharing one training objective:
+
+* :class:`FreeFormInjectiveFlow` (FIF, Sorrenson et al., ICLR 2024): encoder
+  ``f: R^D -> R^d`` and decoder ``g: R^d -> R^D`` with ``d <= D``. The data
+  are modelled as a ``d``-dimensional manifold ``g(R^d)`` carrying the
+  pushforward of ``N(0, I_d)``, plus (our extension, for a density on ``R^D``)
+  isotropic Gaussian scatter in the ``D - d`` directions normal to it.
+* :class:`FreeFormFlow` (FFF, Draxler et al., AISTATS 2024): the same with
+  ``d = D``, an exact density ``log p(x) = log p_Z(f(x)) - log|det g'(f(x))|``.
+
+Training minimises, per sample (``z = f(x)``, probes ``v`` with
+``E[v v^T] = I_d``)::
+
+    beta * ||x - g(z)||^2  -  log p_Z(z)  -  mean_k  v_k^T f'(x) SG[g'(z) v_k]
+
+The last term is a stochastic surrogate: its *gradient* with respect to the
+encoder equals, in expectation over the probes, the gradient of the
+log-volume term when ``f`` and ``g`` are mutually inverse on the manifold. Its
+*value* means nothing, so the engine's validation (and so early stopping and
+the choice of the weights kept) uses the exact :meth:`log_prob`, which takes
+the full decoder Jacobian by forward-mode differentiation.
+
+Gradient routing: the reconstruction term trains both networks; the latent
+term and the surrogate train only the encoder (the decoder factor is
+detached), so the decoder learns from reconstruction alone.
+
+Nothing here imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import forward_ad
+
+from ..nn import MLP
+
+__all__ = [
+    "FreeFormFlow",
+    "FreeFormInjectiveFlow",
+    "LatentResidualBlock",
+    "decoder_jacobian",
+    "default_decoder",
+    "default_encoder",
+    "encoder_jacobian",
+    "latent_probes",
+]
+
+# Smallest residual variance (standardised units) the off-manifold Gaussian
+# may take; keeps the density finite when the data lie exactly on the
+# learned manifold (float32 reconstructions are never better than ~1e-7).
+MIN_RESIDUAL_VARIANCE = 1e-8
+
+
+class LatentResidualBlock(nn.Module):
+    """Residual block ``z + MLP(z)`` of constant width.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of the input and output.
+    hidden_dims : sequence of int
+        Hidden widths of the inner MLP.
+    activation : str or nn.Module class, default="silu"
+        Smooth activations keep the second-order signal the surrogate needs.
+    """
+
+    def __init__(self, n_features: int, hidden_dims: Sequence[int], activation: str | type[nn.Module] = "silu") -> None:
+        super().__init__()
+        self.net = MLP(n_features, n_features, hidden_dims, activation)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z + self.net(z)
+
+
+def default_encoder(
+    n_features: int,
+    n_components: int,
+    hidden_dims: Sequence[int] = (128, 128),
+    activation: str | type[nn.Module] = "silu",
+    n_residual_blocks: int = 2,
+) -> nn.Module:
+    """MLP ``R^D -> R^d`` followed by residual blocks in latent space.
+
+    Parameters
+    ----------
+    n_features, n_components : int
+        ``D`` and ``d``.
+    hidden_dims : sequence of int
+        Hidden widths of the MLP and of each residual block.
+    activation : str or nn.Module class
+    n_residual_blocks : int
+        Residual blocks applied after the MLP, in latent space.
+    """
+    layers: list[nn.Module] = [MLP(n_features, n_components, hidden_dims, activation)]
+    layers += [LatentResidualBlock(n_components, hidden_dims, activation) for _ in range(n_residual_blocks)]
+    return nn.Sequential(*layers)
+
+
+def default_decoder(
+    n_components: int,
+    n_features: int,
+    hidden_dims: Sequence[int] = (128, 128),
+    activation: str | type[nn.Module] = "silu",
+    n_residual_blocks: int = 2,
+) -> nn.Module:
+    """Mirror of :func:`default_encoder`: residual blocks in latent space, then an MLP ``R^d -> R^D``."""
+    layers: list[nn.Module] = [
+        LatentResidualBlock(n_components, hidden_dims, activation) for _ in range(n_residual_blocks)
+    ]
+    layers.append(MLP(n_components, n_features, hidden_dims, activation))
+    return nn.Sequential(*layers)
+
+
+def latent_probes(n_rows: int, n_components: int, n_probes: int, like: Tensor) -> Tensor:
+    """Random probe vectors for the trace estimator, shape ``(n_probes, n_rows, d)``.
+
+    Per row, ``n_probes`` Gaussian vectors are orthonormalised (QR) and
+    scaled by ``sqrt(d)``: then ``E[v v^T] = I_d`` for each probe, and with
+    ``n_probes = d`` the probes form a scaled orthonormal basis, so the
+    estimate ``mean_k v_k^T A v_k`` equals ``tr(A)`` exactly.
+    """
+    gaussian = torch.randn(n_rows, n_components, n_probes, device=like.device, dtype=like.dtype)
+    if n_probes == 1:
+        # One column: orthonormalising is normalising, without a batched QR.
+        orthonormal = gaussian / gaussian.norm(dim=1, keepdim=True)
+    else:
+        orthonormal = torch.linalg.qr(gaussian).Q
+    return (orthonormal * math.sqrt(n_components)).permute(2, 0, 1)
+
+
+def decoder_jacobian(decoder: nn.Module, z: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Jacobian of ``decoder`` at each row of ``z`` by forward-mode AD.
+
+    One forward-mode pass per latent direction (``d`` passes, cheap when
+    ``d`` is small), vectorised with ``torch.func.vmap`` over the basis.
+    Works under ``torch.no_grad`` (forward mode does not record a graph).
+
+    Parameters
+    ----------
+    decoder : nn.Module
+        Batched map ``(n, d) -> (n, D)``.
+    z : Tensor of shape (n, d)
+    chunk_size : int or None
+        Latent directions per vectorised pass; None does all at once.
+
+    Returns
+    -------
+    jacobian : Tensor of shape (n, D, d)
+    """
+    n_rows, n_components = z.shape
+    basis = torch.eye(n_components, device=z.device, dtype=z.dtype)
+
+    def column(direction: Tensor) -> Tensor:
+        return torch.func.jvp(decoder, (z,), (direction.expand(n_rows, n_components),))[1]
+
+    columns = torch.func.vmap(column, chunk_size=chunk_size)(basis)  # (d, n, D)
+    return columns.permute(1, 2, 0)
+
+
+def encoder_jacobian(
+    encoder: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Codes and Jacobian of ``encoder`` at each row of ``x`` by reverse mode.
+
+    One vector-Jacobian product per latent direction (``d`` of them),
+    vectorised with ``torch.func.vmap``.
+
+    Returns
+    -------
+    z : Tensor of shape (n, d)
+    jacobian : Tensor of shape (n, d, D)
+    """
+    z, pullback = torch.func.vjp(encoder, x)
+    basis = torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
+
+    def row(direction: Tensor) -> Tensor:
+        return pullback(direction.expand_as(z))[0]
+
+    rows = torch.func.vmap(row, chunk_size=chunk_size)(basis)  # (d, n, D)
+    return z, rows.permute(1, 0, 2)
+
+
+def half_log_det_gram(jacobian: Tensor) -> Tensor:
+    """``1/2 log det(J^T J)`` per row of a batch of ``(D, d)`` Jacobians, via QR.
+
+    ``J = Q R`` gives ``J^T J = R^T R``, so the value is ``sum log|R_ii|``;
+    this avoids squaring the condition number as forming ``J^T J`` would.
+    For square ``J`` it is ``log|det J|``.
+    """
+    r_factor = torch.linalg.qr(jacobian, mode="r").R
+    return torch.diagonal(r_factor, dim1=-2, dim2=-1).abs().log().sum(dim=-1)
+
+
+class FreeFormInjectiveFlow(nn.Module):
+    """Free-form injective flow (FIF): encoder, decoder and the FIF objective.
+
+    Implements the :class:`~skflow.flows.core.FlowModel` protocol in
+    standardised units.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        Batched map ``(n, D) -> (n, d)``.
+    decoder : nn.Module
+        Batched map ``(n, d) -> (n, D)``.
+    n_features : int
+        Data dimension ``D``.
+    n_components : int
+        Latent (manifold) dimension ``d <= D``.
+    beta : float, default=10.0
+        Weight of the summed squared reconstruction error.
+    noise : float, default=0.01
+        Standard deviation of the Gaussian noise added to training inputs
+        (the reconstruction target is the noisy input).
+    n_probes : int, default=1
+        Probe vectors per sample for the trace surrogate, ``1 <= K <= d``.
+    encoder_jacobian_at : {"data", "reconstruction"}, default="data"
+        Where the surrogate takes the encoder Jacobian: at the data point
+        ``x`` (FIF) or at its reconstruction ``g(f(x))`` (the naive
+        on-manifold estimator, kept to reproduce its failure).
+    jacobian_chunk_size : int or None, default=None
+        Latent directions per vectorised forward-mode pass in :meth:`log_prob`.
+    residual_momentum : float, default=0.1
+        Weight of each training batch in the running estimate of the
+        off-manifold residual variance used by :meth:`log_prob` during
+        training (the estimator refits it on all training rows afterwards).
+
+    Notes
+    -----
+    **Density.** :meth:`log_prob` models ``x`` as its projection
+    ``x_hat = g(f(x))`` on the manifold plus a residual ``r = x - x_hat``::
+
+        log p(x) = log N(f(x); 0, I_d) - 1/2 log det(J_g^T J_g)
+                   - (D - d)/2 log(2 pi s^2) - ||r||^2 / (2 s^2)
+
+    with ``J_g = g'(f(x))`` and ``s^2`` the residual variance per normal
+    direction (buffer ``residual_variance``). The first line is the exact
+    density of the projection with respect to ``d``-dimensional volume on the
+    manifold; the second is an isotropic Gaussian in the ``D - d`` normal
+    directions. The product is a normalised density on ``R^D`` when the
+    manifold is flat and ``f`` is the orthogonal projection onto it; for a
+    curved manifold it is the usual tubular-neighbourhood approximation,
+    accurate when ``s`` is small compared with the radius of curvature and
+    ``f`` is close to the nearest-point projection (which the reconstruction
+    term pushes it towards). The residual is assumed to be orthogonal to the
+    manifold; any tangential component counts as normal scatter.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        n_features: int,
+        n_components: int,
+        beta: float = 10.0,
+        noise: float = 0.01,
+        n_probes: int = 1,
+        encoder_jacobian_at: str = "data",
+        jacobian_chunk_size: int | None = None,
+        residual_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not 1 <= n_components <= n_features:
+            raise ValueError(f"n_components={n_components} must be between 1 and n_features={n_features}.")
+        if not 1 <= n_probes <= n_components:
+            raise ValueError(
+                f"n_probes={n_probes} must be between 1 and n_components={n_components}: "
+                "the probes live in latent space, and n_probes = n_components already gives the exact trace."
+            )
+        if encoder_jacobian_at not in ("data", "reconstruction"):
+            raise ValueError(f"encoder_jacobian_at must be 'data' or 'reconstruction', got {encoder_jacobian_at!r}.")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.n_features = n_features
+        self.n_components = n_components
+        self.beta = beta
+        self.noise = noise
+        self.n_probes = n_probes
+        self.encoder_jacobian_at = encoder_jacobian_at
+        self.jacobian_chunk_size = jacobian_chunk_size
+        self.residual_momentum = residual_momentum
+        # Which network's Jacobian gives the volume term of log_prob; see
+        # log_prob_manifold. A plain attribute, switched by the estimator.
+        self.volume_jacobian = "decoder"
+        # Persistent: it is part of the fitted model (saved with the weights).
+        self.register_buffer("residual_variance", torch.ones(()))
+
+    @property
+    def n_normal(self) -> int:
+        """Number of directions normal to the manifold, ``D - d``."""
+        return self.n_features - self.n_components
+
+    # ------------------------------------------------------------------ #
+    # Maps
+    # ------------------------------------------------------------------ #
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Latent code ``f(x)``, shape ``(n, d)``."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Point ``g(z)`` on the manifold, shape ``(n, D)``."""
+        return self.decoder(z)
+
+    def sample(
+        self,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        """``g(z)`` with ``z ~ N(0, I_d)``: points on the manifold, shape ``(n_samples, D)``."""
+        anchor = self.residual_variance
+        z = torch.randn(n_samples, self.n_components, generator=generator, device=anchor.device, dtype=anchor.dtype)
+        return self.decoder(z)
+
+    # ------------------------------------------------------------------ #
+    # Densities
+    # ------------------------------------------------------------------ #
+    def _float64_maps(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """Encoder and decoder evaluated with float64 copies of their weights.
+
+        Densities are computed in float64: the log-det of a moderately
+        conditioned Jacobian amplifies float32 rounding (which differs
+        between batch sizes in the matrix kernels) enough to make a row's
+        score depend on the batch it is scored with.
+        """
+
+        def in_float64(module: nn.Module) -> Callable[[Tensor], Tensor]:
+            tensors = {
+                name: tensor.double() if tensor.is_floating_point() else tensor
+                for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+            }
+            return partial(torch.func.functional_call, module, tensors)
+
+        return in_float64(self.encoder), in_float64(self.decoder)
+
+    def log_prob_manifold(self, x: Tensor, scale: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        """Exact log-density of the projection ``g(f(x))`` on the manifold.
+
+        With ``volume_jacobian = "decoder"`` (the paper's test-time formula):
+        ``log N(f(x); 0, I_d) - 1/2 log det(J_g^T J_g)``, ``J_g = g'(f(x))``;
+        with ``"encoder"``: ``log N(f(x); 0, I_d) + 1/2 log det(J_f J_f^T)``,
+        ``J_f = f'(x)``. Both are densities with respect to ``d``-dimensional
+        volume on the manifold and agree when ``f`` inverts ``g`` there. The
+        decoder version can be spuriously high while ``g`` does not yet
+        invert ``f`` (early in training), which is why the estimators select
+        weights with the encoder version, as the authors advise.
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, D)
+        scale : Tensor of shape (D,), optional
+            Per-feature factors mapping these coordinates to the ones the
+            volume is measured in (the estimator's standard deviations, for a
+            density in the user's units); exact for an affine change of
+            coordinates.
+
+        Returns
+        -------
+        log_density : Tensor of shape (n,), dtype float64
+        """
+        encoder, decoder = self._float64_maps()
+        x = x.double()
+        if self.volume_jacobian == "decoder":
+            z = encoder(x)
+            jacobian = decoder_jacobian(decoder, z, self.jacobian_chunk_size)  # (n, D, d)
+            if scale is not None:
+                jacobian = jacobian * scale.double()[:, None]
+            log_volume = -half_log_det_gram(jacobian)
+        else:
+            z, jacobian = encoder_jacobian(encoder, x, self.jacobian_chunk_size)  # (n, d, D)
+            if scale is not None:
+                jacobian = jacobian / scale.double()
+            log_volume = half_log_det_gram(jacobian.transpose(1, 2))
+        log_latent = -0.5 * (z.pow(2).sum(dim=1) + self.n_components * math.log(2 * math.pi))
+        return log_latent + log_volume
+
+    def log_prob_residual(self, x: Tensor) -> Tensor:
+        """Gaussian log-density of the residual ``x - g(f(x))`` in the ``D - d`` normal directions, ``(n,)``."""
+        if self.n_normal == 0:
+            return x.new_zeros(x.shape[0], dtype=torch.float64)
+        encoder, decoder = self._float64_maps()
+        x = x.double()
+        squared = (x - decoder(encoder(x))).pow(2).sum(dim=1)
+        variance = self.residual_variance.double().clamp_min(MIN_RESIDUAL_VARIANCE)
+        return -0.5 * (self.n_normal * torch.log(2 * math.pi * variance) + squared / variance)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density on ``R^D``: on-manifold density plus normal-space Gaussian, shape ``(n,)``.
+
+        See the class notes for the model and its assumptions.
+        """
+        return self.log_prob_manifold(x) + self.log_prob_residual(x)
+
+    @torch.no_grad()
+    def fit_residual_variance(self, x: Tensor, batch_size: int = 8192) -> float:
+        """Set ``residual_variance`` to its maximum-likelihood value on rows ``x``.
+
+        For ``r ~ N(0, s^2 I_{D-d})`` the MLE is ``sum ||r||^2 / (n (D - d))``.
+        Returns the value set (1.0 when ``d = D``, where it is unused).
+        """
+        if self.n_normal == 0:
+            return float(self.residual_variance)
+        # float64, like log_prob: a badly fitted model's squared residuals
+        # can overflow float32 and would make every score -inf.
+        encoder, decoder = self._float64_maps()
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].double()
+            total += float((batch - decoder(encoder(batch))).pow(2).sum())
+        variance = max(total / (len(x) * self.n_normal), MIN_RESIDUAL_VARIANCE)
+        self.residual_variance.fill_(min(variance, torch.finfo(self.residual_variance.dtype).max))
+        return variance
+
+    # ------------------------------------------------------------------ #
+    # Training objective
+    # ------------------------------------------------------------------ #
+    def surrogate_terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The three pieces of the per-sample FIF loss at inputs ``x`` (no noise added).
+
+        Returns
+        -------
+        squared_error : Tensor of shape (n,)
+            ``||x - g(f(x))||^2`` (trains encoder and decoder).
+        latent_nll : Tensor of shape (n,)
+            ``-log N(f(x); 0, I_d)`` (trains the encoder).
+        trace_estimate : Tensor of shape (n,)
+            ``mean_k v_k^T f'(a) SG[g'(f(x)) v_k]`` with ``a = x`` (or the
+            reconstruction, see ``encoder_jacobian_at``); its gradient
+            estimates that of the log-volume term. Trains the encoder.
+        """
+        # Gradients are needed for the encoder VJP even where the caller
+        # (skorch's validation, an inference loop) has disabled them.
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            z = self.encoder(x)
+            probes = latent_probes(x.shape[0], self.n_components, self.n_probes, z)
+            # One decoder pass gives both the reconstruction (with its graph)
+            # and the JVP g'(z) v for the first probe, via dual numbers.
+            with forward_ad.dual_level():
+                dual_output = self.decoder(forward_ad.make_dual(z, probes[0].to(z.dtype)))
+                x_hat, first_tangent = forward_ad.unpack_dual(dual_output)
+            tangents = [first_tangent.detach()]
+            z_detached = z.detach()
+            with torch.no_grad():
+                for probe in probes[1:]:
+                    tangents.append(torch.func.jvp(self.decoder, (z_detached,), (probe,))[1])
+
+            if self.encoder_jacobian_at == "data":
+                point, code = x, z
+            else:
+                # Same gradient routing, but the encoder Jacobian is taken at
+                # the reconstruction: the naive on-manifold estimator.
+                point = x_hat.detach().requires_grad_(True)
+                code = self.encoder(point)
+            trace_estimate = x.new_zeros(x.shape[0])
+            for probe, tangent in zip(probes, tangents):
+                (row_vjp,) = torch.autograd.grad(code, point, probe, create_graph=True)
+                trace_estimate = trace_estimate + (row_vjp * tangent).sum(dim=1)
+            trace_estimate = trace_estimate / self.n_probes
+
+            squared_error = (x - x_hat).pow(2).sum(dim=1)
+            latent_nll = 0.5 * (z.pow(2).sum(dim=1) + self.n_components * math.log(2 * math.pi))
+        return squared_error, latent_nll, trace_estimate
+
+    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Per-sample FIF loss ``beta ||x - g(f(x))||^2 - log p_Z(f(x)) - trace surrogate``, shape ``(n,)``.
+
+        Its value is not a likelihood (only its gradient is meaningful); the
+        engine validates with :meth:`log_prob` instead.
+        """
+        if self.noise > 0:
+            x = x + self.noise * torch.randn_like(x)
+        squared_error, latent_nll, trace_estimate = self.surrogate_terms(x)
+        if self.training and self.n_normal > 0:
+            # Running residual variance, so that validation during training
+            # scores with a sensible off-manifold Gaussian.
+            with torch.no_grad():
+                batch_variance = squared_error.mean() / self.n_normal
+                self.residual_variance.lerp_(batch_variance.to(self.residual_variance.dtype), self.residual_momentum)
+        return self.beta * squared_error + latent_nll - trace_estimate
+
+
+class FreeFormFlow(FreeFormInjectiveFlow):
+    """Free-form flow (FFF): the full-dimensional case ``d = D``.
+
+    Same training objective as :class:`FreeFormInjectiveFlow` (probes in
+    ``R^D``); the exact log-density is
+    ``log p(x) = log N(f(x); 0, I_D) - log|det g'(f(x))|``, i.e. the decoder
+    is treated as the inverse of the encoder, as in the paper.
+
+    Parameters
+    ----------
+    encoder, decoder : nn.Module
+        Batched maps ``(n, D) -> (n, D)``.
+    n_features : int
+        ``D``.
+    beta, noise, n_probes, jacobian_chunk_size
+        As in :class:`FreeFormInjectiveFlow`.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        n_features: int,
+        beta: float = 10.0,
+        noise: float = 0.0,
+        n_probes: int = 1,
+        jacobian_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            encoder,
+            decoder,
+            n_features,
+            n_features,
+            beta=beta,
+            noise=noise,
+            n_probes=n_probes,
+            jacobian_chunk_size=jacobian_chunk_size,
+        )
+
+
+def build_networks(
+    n_features: int,
+    n_components: int,
+    encoder_factory: Callable[[int, int], nn.Module] | None,
+    decoder_factory: Callable[[int, int], nn.Module] | None,
+    hidden_dims: Sequence[int],
+    activation: str | type[nn.Module],
+    n_residual_blocks: int,
+) -> tuple[nn.Module, nn.Module]:
+    """Encoder and decoder from user factories ``(n_in, n_out) -> nn.Module`` or the defaults."""
+    if encoder_factory is None:
+        encoder = default_encoder(n_features, n_components, hidden_dims, activation, n_residual_blocks)
+    else:
+        encoder = encoder_factory(n_features, n_components)
+    if decoder_factory is None:
+        decoder = default_decoder(n_components, n_features, hidden_dims, activation, n_residual_blocks)
+    else:
+        decoder = decoder_factory(n_components, n_features)
+    for name, network in (("encoder", encoder), ("decoder", decoder)):
+        if not isinstance(network, nn.Module):
+            # ValueError, as for every bad hyperparameter in skflow.
+            raise ValueError(f"The {name} factory must return an nn.Module, got {type(network).__name__}.")  # noqa: TRY004
+    return encoder, decoder
