@@ -39,27 +39,42 @@ def autoregressive_order(n_features: int, layer_index: int) -> list[int]:
     return order[::-1] if layer_index % 2 else order
 
 
-def _affine_autoregressive_model(estimator: MAFDensity | IAFDensity, n_features: int, inverse: bool) -> ExactFlow:
-    """The shared MAF/IAF builder; ``inverse`` turns every layer round (IAF)."""
-    resolve_activation(estimator.activation)
-    layers: list[Bijection] = []
-    for index in range(estimator.n_layers):
-        if estimator.actnorm:
-            layers.append(ActNorm(n_features))
-        made = MADE(
-            n_features,
-            MaskedAffineAutoregressive.params_per_feature,
-            estimator.hidden_dims,
-            estimator.activation,
-            order=autoregressive_order(n_features, index),
-            zero_init_last=True,
-        )
-        layer: Bijection = MaskedAffineAutoregressive(made, scale_bound=estimator.scale_bound)
-        layers.append(InverseAutoregressive(layer) if inverse else layer)
-    return ExactFlow(Chain(layers), estimator.base_distribution(n_features))
+class _AffineAutoregressiveDensity(ExactFlowEstimator):
+    """Hyperparameters and builder shared by MAF and IAF (not public).
+
+    Both stack the same MADE-conditioned affine layer; ``_inverse`` turns
+    every layer round (IAF).
+    """
+
+    n_layers: int = 5
+    hidden_dims: tuple = (128, 128)
+    activation: str = "relu"
+    scale_bound: float = 3.0
+    actnorm: bool = True
+
+    _inverse: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict] = {**ExactFlowEstimator._parameter_constraints, **_AFFINE_CONSTRAINTS}
+
+    def build_model(self, n_features: int) -> ExactFlow:
+        resolve_activation(self.activation)
+        layers: list[Bijection] = []
+        for index in range(self.n_layers):
+            if self.actnorm:
+                layers.append(ActNorm(n_features))
+            made = MADE(
+                n_features,
+                MaskedAffineAutoregressive.params_per_feature,
+                self.hidden_dims,
+                self.activation,
+                order=autoregressive_order(n_features, index),
+                zero_init_last=True,
+            )
+            layer: Bijection = MaskedAffineAutoregressive(made, scale_bound=self.scale_bound)
+            layers.append(InverseAutoregressive(layer) if self._inverse else layer)
+        return ExactFlow(Chain(layers), self.base_distribution(n_features))
 
 
-class MAFDensity(ExactFlowEstimator):
+class MAFDensity(_AffineAutoregressiveDensity):
     """Density estimation with a masked autoregressive flow (MAF).
 
     Each layer transforms the (standardised) features one after another,
@@ -129,19 +144,8 @@ dequantized_features_, n_features_in_, feature_names_in_
     (2, 2)
     """
 
-    n_layers: int = 5
-    hidden_dims: tuple = (128, 128)
-    activation: str = "relu"
-    scale_bound: float = 3.0
-    actnorm: bool = True
 
-    _parameter_constraints: ClassVar[dict] = {**ExactFlowEstimator._parameter_constraints, **_AFFINE_CONSTRAINTS}
-
-    def build_model(self, n_features: int) -> ExactFlow:
-        return _affine_autoregressive_model(self, n_features, inverse=False)
-
-
-class IAFDensity(ExactFlowEstimator):
+class IAFDensity(_AffineAutoregressiveDensity):
     """Density estimation with an inverse autoregressive flow (IAF).
 
     The layer of :class:`MAFDensity` used the other way round: the masked
@@ -205,13 +209,4 @@ dequantized_features_, n_features_in_, feature_names_in_
     (2, 2)
     """
 
-    n_layers: int = 5
-    hidden_dims: tuple = (128, 128)
-    activation: str = "relu"
-    scale_bound: float = 3.0
-    actnorm: bool = True
-
-    _parameter_constraints: ClassVar[dict] = {**ExactFlowEstimator._parameter_constraints, **_AFFINE_CONSTRAINTS}
-
-    def build_model(self, n_features: int) -> ExactFlow:
-        return _affine_autoregressive_model(self, n_features, inverse=True)
+    _inverse: ClassVar[bool] = True
