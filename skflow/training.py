@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.model_selection import GroupShuffleSplit
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, ProgressBar
-from skorch.dataset import ValidSplit
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
@@ -115,6 +115,49 @@ class TensorBatches:
         else:
             for start in range(0, n_rows, self.batch_size):
                 yield self.rows[start : start + self.batch_size], self._placeholder
+
+
+# With fewer distinct rows than this, repeated rows are taken to be the
+# distribution itself (a few discrete values), not copies to hold out together.
+_MIN_DISTINCT_ROWS_TO_GROUP = 50
+
+
+class DuplicateAwareSplit:
+    """skorch ``train_split`` that keeps every copy of a row on the same side.
+
+    Real tables (and bootstrapped ones) often repeat rows. With a plain random
+    split, copies of training rows land in the validation set, so validation
+    likelihood rewards memorising them and early stopping never sees the
+    overfitting. Identical rows are therefore held out together. When the data
+    have only a few distinct rows (fewer than 50), repetition is the nature of
+    the distribution and grouping would hold out whole values, so each row is
+    then its own group.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of the groups held out for validation.
+    random_state : int
+        Seed of the split.
+    """
+
+    def __init__(self, fraction: float, random_state: int) -> None:
+        self.fraction = fraction
+        self.random_state = random_state
+
+    def __call__(self, dataset: Any, y: Any = None, **fit_params: Any) -> tuple[Any, Any]:
+        groups = duplicate_groups(_rows_of(dataset))
+        splitter = GroupShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
+        train_index, valid_index = next(splitter.split(groups, groups=groups))
+        return torch.utils.data.Subset(dataset, train_index), torch.utils.data.Subset(dataset, valid_index)
+
+
+def duplicate_groups(rows: Tensor) -> np.ndarray:
+    """Group id per row, shape ``(n,)``: equal for identical rows (see DuplicateAwareSplit)."""
+    ids = torch.unique(rows, dim=0, return_inverse=True)[1].cpu().numpy()
+    if ids.max(initial=-1) + 1 < _MIN_DISTINCT_ROWS_TO_GROUP:
+        return np.arange(len(rows))
+    return ids
 
 
 class _BestWeights(Callback):
@@ -228,9 +271,10 @@ def train_model(
     max_epochs, batch_size, lr, weight_decay
         Optimisation settings (AdamW).
     validation_fraction : float or None
-        Share of rows held out for validation (early stopping and the choice
-        of the weights returned). None or 0 trains on all rows and monitors
-        the training loss instead.
+        Share of the rows held out for validation (early stopping and the
+        choice of the weights returned); copies of a row stay on one side
+        (see :class:`DuplicateAwareSplit`). None or 0 trains on all rows
+        and monitors the training loss instead.
     patience : int or None
         Epochs without improvement of the monitored loss before stopping;
         None disables early stopping.
@@ -254,8 +298,9 @@ def train_model(
     TrainingResult
     """
     n_rows = len(X)
-    n_valid = math.ceil((validation_fraction or 0.0) * n_rows)
-    use_validation = n_valid >= 2 and n_rows - n_valid >= 2
+    n_groups = len(np.unique(duplicate_groups(X))) if validation_fraction else 0
+    n_valid = math.ceil((validation_fraction or 0.0) * n_groups)
+    use_validation = n_valid >= 2 and n_groups - n_valid >= 2
     monitor = "valid_loss" if use_validation else "train_loss"
 
     best_weights = _BestWeights(monitor)
@@ -293,7 +338,7 @@ def train_model(
         iterator_train__shuffle=True,
         iterator_valid=TensorBatches,
         train_split=(
-            ValidSplit(n_valid / n_rows, stratified=False, random_state=random_state) if use_validation else None
+            DuplicateAwareSplit(validation_fraction, random_state) if use_validation else None
         ),
         # Early stopping ends an epoch by raising from on_epoch_end, so it goes
         # last: every other callback (the user's too) sees every epoch's end.
