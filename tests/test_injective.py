@@ -108,7 +108,7 @@ def fit_sinusoid(X: np.ndarray, beta: float) -> InjectiveFlowEstimator:
         beta=beta,
         hidden_dims=(32, 32),
         n_residual_blocks=1,
-        max_epochs=20,
+        max_epochs=30,
         batch_size=64,
         lr=3e-3,
         patience=None,
@@ -203,3 +203,14 @@ def test_free_form_flow_recovers_a_gaussian_and_integrates_to_one() -> None:
     gap = estimator.score_samples(X_test) - multivariate_normal([0.0, 0.0], covariance).logpdf(X_test)
     assert abs(gap.mean()) < 0.1, f"mean gap {gap.mean():.4f} nats"
     assert grid_mass(estimator, [-6, -6], [6, 6]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_dequantised_columns_are_scaled_by_the_spread_they_are_trained_with() -> None:
+    # A nearly constant integer column: scaled by its own standard deviation,
+    # the unit-width jitter would dwarf every other column in model units.
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.integers(0, 17, size=200), rng.random(200) < 0.02, rng.normal(size=200)].astype(float)
+    estimator = InjectiveFlowEstimator(n_components=1, max_epochs=1, **SMALL).fit(X)
+    np.testing.assert_array_equal(estimator.dequantized_features_, [True, True, False])
+    np.testing.assert_allclose(estimator.scale_[:2], np.sqrt(X[:, :2].var(axis=0) + 1 / 12))
+    np.testing.assert_allclose(estimator.scale_[2], X[:, 2].std())

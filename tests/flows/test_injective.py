@@ -17,6 +17,7 @@ from skflow.flows.injective import (
     default_decoder,
     default_encoder,
     latent_probes,
+    output_and_tangents,
 )
 
 N_FEATURES, N_COMPONENTS = 4, 2
@@ -209,3 +210,26 @@ def test_invalid_configurations_raise() -> None:
         FreeFormInjectiveFlow(encoder, decoder, 3, 4)
     with pytest.raises(ValueError, match="encoder_jacobian_at"):
         FreeFormInjectiveFlow(encoder, decoder, 3, 2, encoder_jacobian_at="latent")
+
+
+class Doubler(nn.Module):
+    """A module the hand-written tangent rules do not know: exercises the forward-mode fallback."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return 2.0 * torch.sin(h)
+
+
+def test_output_and_tangents_match_forward_mode_and_keep_graph_only_on_output() -> None:
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        default_decoder(N_COMPONENTS, 5, (8,), "silu", 1), nn.Tanh(), Doubler(), nn.Identity(), nn.Linear(5, N_FEATURES)
+    ).double()
+    z = rows(6, N_COMPONENTS).requires_grad_(True)
+    directions = torch.randn(3, 6, N_COMPONENTS, dtype=torch.float64)
+    outputs, tangents = output_and_tangents(network, z, directions)
+    torch.testing.assert_close(outputs, network(z))
+    for direction, tangent in zip(directions, tangents):
+        expected = torch.func.jvp(network, (z.detach(),), (direction,))[1]
+        torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+    assert outputs.requires_grad
+    assert not tangents.requires_grad
