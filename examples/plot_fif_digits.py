@@ -66,13 +66,15 @@ def main() -> None:
     fif_text, pca_text = summary(fif8, pca8, X_test)
     shown = X_test[:10]
     rows = [shown, pca8.inverse_transform(pca8.transform(shown)), fif8.inverse_transform(fif8.transform(shown))]
-    mosaic = np.block([[image.reshape(8, 8) for image in images] for images in rows])
+    # A one-pixel white margin around each 8x8 image keeps neighbours apart.
+    mosaic = np.block([[np.pad(image.reshape(8, 8), 1) for image in images] for images in rows])
     axis = figure.add_subplot(grid[:, 3])
     axis.imshow(mosaic, cmap="gray_r", vmin=0, vmax=16)
-    axis.set_yticks([3.5, 11.5, 19.5], ["held-out", "PCA-8", "FIF-8"])
+    axis.set_yticks([4.5, 14.5, 24.5], ["held-out", "PCA-8", "FIF-8"])
     axis.set_xticks([])
     axis.set_title(f"8 components\nFIF: {fif_text}\nPCA: {pca_text}", fontsize=9)
-    print(f"2 components  FIF {summary(fif2, pca2, X_test)[0]} | PCA {summary(fif2, pca2, X_test)[1]}")
+    fif2_text, pca2_text = summary(fif2, pca2, X_test)
+    print(f"2 components  FIF {fif2_text} | PCA {pca2_text}")
     print(f"8 components  FIF {fif_text} | PCA {pca_text}")
     figure.tight_layout()
     OUTPUT.mkdir(parents=True, exist_ok=True)
