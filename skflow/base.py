@@ -54,6 +54,28 @@ __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 _MAX_SEED = 2**31 - 1
 
 
+# Docstring sections every family shares, written once. A family's class
+# docstring names them by placeholder on a line of their own; FlowEstimator's
+# __init_subclass__ fills them in, so the rendered docs are complete.
+SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
+    "{shared_training_parameters}": (
+        "max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, gradient_clip, callbacks, "
+        "random_state, device, verbose, dequantize\n"
+        "        Training parameters shared by every family; see\n"
+        "        :class:`~skflow.base.FlowEstimator`."
+    ),
+    "{exact_base_parameters}": (
+        "n_base_components : int, default=1\n"
+        "        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`."
+    ),
+    "{shared_fitted_attributes}": (
+        "model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, dequantized_features_, "
+        "dequantization_widths_, n_features_in_, feature_names_in_\n"
+        "        See :class:`~skflow.base.FlowEstimator`."
+    ),
+}
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn the estimator's ``device`` parameter into a usable torch device.
 
@@ -252,6 +274,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         super().__init_subclass__(**kwargs)
         # Each family's annotated hyperparameters become __init__ arguments.
         dataclasses.dataclass(cls, repr=False, eq=False)
+        if cls.__doc__:
+            for placeholder, text in SHARED_DOCSTRING_SECTIONS.items():
+                cls.__doc__ = cls.__doc__.replace(placeholder, text)
 
     # ------------------------------------------------------------------ #
     # What a family provides

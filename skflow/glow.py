@@ -80,12 +80,8 @@ class GlowDensity(ExactFlowEstimator):
         and are mapped to ``[0, 1)`` as Glow does. None standardises with
         the global mean and standard deviation instead. Scores are densities
         in the units of ``X`` either way.
-    max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, \
-gradient_clip, callbacks, random_state, device, verbose, dequantize
-        Training parameters shared by every family; see
-        :class:`~skflow.base.FlowEstimator`.
-    n_base_components : int, default=1
-        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`.
+    {shared_training_parameters}
+    {exact_base_parameters}
 
     Attributes
     ----------

@@ -168,10 +168,7 @@ class InjectiveFlowEstimator(FlowEstimator):
         Where the surrogate takes the encoder Jacobian. ``"data"`` is FIF;
         ``"reconstruction"`` is the naive on-manifold estimator, kept only
         to reproduce the divergence the paper warns about.
-    max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, \
-gradient_clip, callbacks, random_state, device, verbose, dequantize
-        Training parameters shared by every family; see
-        :class:`~skflow.base.FlowEstimator`.
+    {shared_training_parameters}
 
     Attributes
     ----------
@@ -358,9 +355,7 @@ gradient_clip, callbacks, random_state, device, verbose, dequantize
 
     Attributes
     ----------
-    model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, \
-dequantized_features_, n_features_in_, feature_names_in_
-        See :class:`~skflow.base.FlowEstimator`.
+    {shared_fitted_attributes}
 
     See Also
     --------

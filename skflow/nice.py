@@ -41,18 +41,12 @@ class NICEDensity(ExactFlowEstimator):
         transform different halves), or a fixed random permutation before
         each layer. On a 2-D bimodal toy set, 4 layers scored -3.19 nats
         held out with "alternate" against -3.47 with "random".
-    max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, \
-gradient_clip, callbacks, random_state, device, verbose, dequantize
-        Training parameters shared by every family; see
-        :class:`~skflow.base.FlowEstimator`.
-    n_base_components : int, default=1
-        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`.
+    {shared_training_parameters}
+    {exact_base_parameters}
 
     Attributes
     ----------
-    model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, \
-dequantized_features_, n_features_in_, feature_names_in_
-        See :class:`~skflow.base.FlowEstimator`.
+    {shared_fitted_attributes}
 
     See Also
     --------

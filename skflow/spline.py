@@ -61,18 +61,12 @@ class NeuralSplineDensity(ExactFlowEstimator):
         Coupling variant only: a fixed random permutation before each layer,
         or alternating which half is kept. The autoregressive variant
         reverses the variable order between layers.
-    max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, \
-gradient_clip, callbacks, random_state, device, verbose, dequantize
-        Training parameters shared by every family; see
-        :class:`~skflow.base.FlowEstimator`.
-    n_base_components : int, default=1
-        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`.
+    {shared_training_parameters}
+    {exact_base_parameters}
 
     Attributes
     ----------
-    model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, \
-dequantized_features_, n_features_in_, feature_names_in_
-        See :class:`~skflow.base.FlowEstimator`.
+    {shared_fitted_attributes}
 
     See Also
     --------
