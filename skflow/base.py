@@ -76,6 +76,23 @@ SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
 }
 
 
+# Constraints of hyperparameters that several families declare under the same
+# name and meaning; a family takes the ones it has with shared_constraints().
+_SHARED_CONSTRAINTS: dict[str, list] = {
+    "n_layers": [Interval(Integral, 1, None, closed="left")],
+    "hidden_dims": [tuple, list],
+    "activation": [str, type],
+    "scale_bound": [Interval(Real, 0, None, closed="neither")],
+    "actnorm": ["boolean"],
+    "permutation": [StrOptions({"random", "alternate"})],
+}
+
+
+def shared_constraints(*names: str) -> dict[str, list]:
+    """The ``_parameter_constraints`` entries of the named common hyperparameters."""
+    return {name: _SHARED_CONSTRAINTS[name] for name in names}
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn the estimator's ``device`` parameter into a usable torch device.
 

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
-from .base import FlowEstimator
+from .base import FlowEstimator, shared_constraints
 from .flows.continuous import CNF, FlowMatching, SolverSettings, TimeConditionedMLP, check_smooth_activation
 
 __all__ = ["CNFDensity", "FlowMatchingDensity"]
@@ -38,8 +38,7 @@ class _ContinuousFlowEstimator(FlowEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         **FlowEstimator._parameter_constraints,
-        "hidden_dims": [tuple, list],
-        "activation": [str, type],
+        **shared_constraints("hidden_dims", "activation"),
         "solver": [StrOptions({"dopri5", "rk4"})],
         "rtol": [Interval(Real, 0, None, closed="neither")],
         "atol": [Interval(Real, 0, None, closed="neither")],

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 from typing import ClassVar
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
-from .base import ExactFlowEstimator
+from .base import ExactFlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AffineCoupling
 from .flows.linear import ActNorm, LULinear
@@ -126,10 +126,8 @@ dequantized_features_, n_features_in_, feature_names_in_
     _parameter_constraints: ClassVar[dict] = {
         **ExactFlowEstimator._parameter_constraints,
         "n_steps": [Interval(Integral, 1, None, closed="left")],
-        "hidden_dims": [tuple, list],
+        **shared_constraints("hidden_dims", "activation", "scale_bound"),
         "hidden_channels": [Interval(Integral, 1, None, closed="left")],
-        "activation": [str, type],
-        "scale_bound": [Interval(Real, 0, None, closed="neither")],
         "image_shape": [tuple, list, None],
         "n_levels": [Interval(Integral, 1, None, closed="left")],
         "learned_prior": ["boolean"],

@@ -18,7 +18,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 
-from .base import FlowEstimator
+from .base import FlowEstimator, shared_constraints
 from .flows.injective import FreeFormFlow, FreeFormInjectiveFlow, build_networks
 from .nn import resolve_activation
 
@@ -28,8 +28,7 @@ _NETWORK_CONSTRAINTS: dict = {
     "beta": [Interval(Real, 0, None, closed="neither")],
     "noise": [Interval(Real, 0, None, closed="left")],
     "n_probes": [Interval(Integral, 1, None, closed="left")],
-    "hidden_dims": [tuple, list],
-    "activation": [str, type],
+    **shared_constraints("hidden_dims", "activation"),
     "n_residual_blocks": [Interval(Integral, 0, None, closed="left")],
     "encoder": [callable, None],
     "decoder": [callable, None],

@@ -7,12 +7,9 @@ direction the layer's one-pass computation serves, so they share one builder.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import ClassVar
 
-from sklearn.utils._param_validation import Interval
-
-from .base import ExactFlowEstimator
+from .base import ExactFlowEstimator, shared_constraints
 from .flows.autoregressive import MADE, InverseAutoregressive, MaskedAffineAutoregressive
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.linear import ActNorm
@@ -21,11 +18,7 @@ from .nn import resolve_activation
 __all__ = ["IAFDensity", "MAFDensity", "autoregressive_order"]
 
 _AFFINE_CONSTRAINTS: dict = {
-    "n_layers": [Interval(Integral, 1, None, closed="left")],
-    "hidden_dims": [tuple, list],
-    "activation": [str, type],
-    "scale_bound": [Interval(Real, 0, None, closed="neither")],
-    "actnorm": ["boolean"],
+    **shared_constraints("n_layers", "hidden_dims", "activation", "scale_bound", "actnorm"),
 }
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import ClassVar
 
-from sklearn.utils._param_validation import Interval, StrOptions
-
-from .base import ExactFlowEstimator
+from .base import ExactFlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AdditiveCoupling
 from .flows.linear import DiagonalScaling
@@ -77,10 +74,7 @@ class NICEDensity(ExactFlowEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         **ExactFlowEstimator._parameter_constraints,
-        "n_layers": [Interval(Integral, 1, None, closed="left")],
-        "hidden_dims": [tuple, list],
-        "activation": [str, type],
-        "permutation": [StrOptions({"random", "alternate"})],
+        **shared_constraints("n_layers", "hidden_dims", "activation", "permutation"),
     }
 
     def build_model(self, n_features: int) -> ExactFlow:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import ClassVar
 
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
-from .base import ExactFlowEstimator
+from .base import ExactFlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.linear import ActNorm
 from .flows.planar import InversePlanarFlow, PlanarFlow
@@ -82,9 +81,8 @@ class PlanarFlowDensity(ExactFlowEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         **ExactFlowEstimator._parameter_constraints,
-        "n_layers": [Interval(Integral, 1, None, closed="left")],
+        **shared_constraints("n_layers", "actnorm"),
         "orientation": [StrOptions({"normalizing", "generative"})],
-        "actnorm": ["boolean"],
     }
 
     def build_model(self, n_features: int) -> ExactFlow:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Integral, Real
 from typing import ClassVar
 
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import ExactFlowEstimator, FlowEstimator
+from .base import ExactFlowEstimator, FlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AffineCoupling
 from .flows.linear import ActNorm, Permutation
@@ -138,12 +136,7 @@ class RealNVPDensity(ExactFlowEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         **ExactFlowEstimator._parameter_constraints,
-        "n_layers": [Interval(Integral, 1, None, closed="left")],
-        "hidden_dims": [tuple, list],
-        "activation": [str, type],
-        "scale_bound": [Interval(Real, 0, None, closed="neither")],
-        "actnorm": ["boolean"],
-        "permutation": [StrOptions({"random", "alternate"})],
+        **shared_constraints("n_layers", "hidden_dims", "activation", "scale_bound", "actnorm", "permutation"),
     }
 
     def build_model(self, n_features: int) -> ExactFlow:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import ExactFlowEstimator
+from .base import ExactFlowEstimator, shared_constraints
 from .flows.autoregressive import MADE
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.linear import ActNorm
@@ -102,13 +102,9 @@ class NeuralSplineDensity(ExactFlowEstimator):
     _parameter_constraints: ClassVar[dict] = {
         **ExactFlowEstimator._parameter_constraints,
         "variant": [StrOptions({"coupling", "autoregressive"})],
-        "n_layers": [Interval(Integral, 1, None, closed="left")],
+        **shared_constraints("n_layers", "hidden_dims", "activation", "actnorm", "permutation"),
         "n_bins": [Interval(Integral, 2, None, closed="left")],
         "tail_bound": [Interval(Real, 0, None, closed="neither")],
-        "hidden_dims": [tuple, list],
-        "activation": [str, type],
-        "actnorm": ["boolean"],
-        "permutation": [StrOptions({"random", "alternate"})],
     }
 
     def build_model(self, n_features: int) -> ExactFlow:
