@@ -1,4 +1,5 @@
-"""Anomaly detection with a normalizing flow on a real dataset (ADBench's breastw).
+"""Anomaly detection with a normalizing flow on a real dataset (ADBench's breastw)
+===============================================================================
 
 Wraps :class:`skflow.RealNVPDensity` in :class:`skflow.DensityOutlierDetector`
 behind a MinMax scaler (a scikit-learn Pipeline), fits it without labels on

@@ -1,4 +1,5 @@
-"""Dimensionality reduction of sklearn's digits with a free-form injective flow, beside PCA.
+"""Dimensionality reduction of sklearn's digits with a free-form injective flow, beside PCA
+========================================================================================
 
 Left: the 2-component embeddings of the held-out digits (FIF and PCA),
 coloured by class. Right: held-out digits and their reconstructions from 8

@@ -1,4 +1,5 @@
-"""Free-form injective flow on a noisy sinusoid: the effect of beta.
+"""Free-form injective flow on a noisy sinusoid: the effect of beta
+================================================================
 
 The toy of Sorrenson et al. (ICLR 2024, Figure 3): ``x1 ~ N(0, 1)``,
 ``x2 = sin(pi x1 / 2)``, isotropic Gaussian noise 0.1, one latent dimension.

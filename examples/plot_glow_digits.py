@@ -1,4 +1,5 @@
-"""Glow on scikit-learn's 8x8 digits: samples next to real digits.
+"""Glow on scikit-learn's 8x8 digits: samples next to real digits
+==============================================================
 
 Fits :class:`skflow.GlowDensity` in image mode (``image_shape=(1, 8, 8)``,
 Glow's multiscale architecture) to 80% of the digits, reports held-out bits
