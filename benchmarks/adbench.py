@@ -19,7 +19,7 @@ method on the same splits in the same process:
 Methods: skflow's flow families wrapped in :class:`skflow.DensityOutlierDetector`
 (every ``FlowEstimator`` subclass skflow exports, or those named with
 ``--families``), with ablations of the detector's options (``typicality`` score,
-``trim_fraction``, no dequantisation), scikit-learn's IsolationForest,
+``trim_fraction``, no dequantisation, no noise regularisation), scikit-learn's IsolationForest,
 LocalOutlierFactor(novelty=True), OneClassSVM, GaussianMixture, KernelDensity,
 and pyod's ECOD, COPOD and KNN when pyod is installed (the ``bench`` extra).
 
@@ -64,7 +64,7 @@ from sklearn.svm import OneClassSVM
 
 import skflow
 from skflow.base import FlowEstimator
-from skflow.outlier import DensityOutlierDetector
+from skflow.outlier import DETECTOR_NOISE_STD, DensityOutlierDetector
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "adbench"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -167,13 +167,19 @@ def short_name(family_name: str) -> str:
 
 
 def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, Callable[[int], Any]]:
-    """Method name -> factory(seed). skflow entries use each family's defaults."""
+    """Method name -> factory(seed).
+
+    An skflow entry is the family with its defaults and the detector's noise
+    regularisation (``noise_std=DETECTOR_NOISE_STD``), so ``RealNVP`` is
+    exactly ``DensityOutlierDetector(random_state=seed)``, the detector with
+    all its defaults; the ``noise0`` ablation fits the family without noise.
+    """
     methods: dict[str, Callable[[int], Any]] = {}
     for family_name, family in families.items():
         name = short_name(family_name)
 
-        def detector(seed: int, family: type = family, **options: Any) -> HigherIsNormal:
-            return HigherIsNormal(DensityOutlierDetector(family(random_state=seed), **options))
+        def detector(seed: int, family: type = family, noise_std: float = DETECTOR_NOISE_STD, **options: Any) -> Any:
+            return HigherIsNormal(DensityOutlierDetector(family(random_state=seed, noise_std=noise_std), **options))
 
         methods[name] = detector
         if "typicality" in ablations:
@@ -182,8 +188,10 @@ def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, 
             methods[f"{name}-trim0.1"] = lambda seed, d=detector: d(seed, trim_fraction=0.1)
         if "nodeq" in ablations:
             methods[f"{name}-nodeq"] = lambda seed, family=family: HigherIsNormal(
-                DensityOutlierDetector(family(random_state=seed, dequantize=False))
+                DensityOutlierDetector(family(random_state=seed, noise_std=DETECTOR_NOISE_STD, dequantize=False))
             )
+        if "noise0" in ablations:
+            methods[f"{name}-noise0"] = lambda seed, d=detector: d(seed, noise_std=0.0)
     methods["IsolationForest"] = lambda seed: HigherIsNormal(IsolationForest(random_state=seed))
     methods["LOF"] = lambda seed: HigherIsNormal(LocalOutlierFactor(novelty=True))
     methods["OCSVM"] = lambda seed: HigherIsNormal(OneClassSVM())
@@ -367,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ablations",
         default="typicality",
-        help="comma-separated detector ablations: typicality, trim, nodeq, or none (default typicality)",
+        help="comma-separated detector ablations: typicality, trim, nodeq, noise0, or none (default typicality)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="at most 2,000 rows per dataset, and seed 1 unless --seeds is given"

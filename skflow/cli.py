@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .outlier import DETECTOR_NOISE_STD, DensityOutlierDetector
 
 __all__ = ["main"]
 
@@ -192,8 +193,6 @@ def command_score(args: argparse.Namespace) -> None:
 
 
 def command_detect(args: argparse.Namespace) -> None:
-    from .outlier import DensityOutlierDetector
-
     table = read_table(args.data, args.drop_non_numeric)
     if Path(args.model).suffix == ".skflow" or Path(args.model).exists():
         estimator, columns = load_model(args.model)
@@ -204,7 +203,9 @@ def command_detect(args: argparse.Namespace) -> None:
         threshold = np.quantile(scores, args.contamination)
         outlier = scores < threshold
     else:
-        params = parse_params(args.param)
+        # A family named here gets the detector's noise regularisation unless
+        # the user sets noise_std, as DensityOutlierDetector's own default does.
+        params = {"noise_std": DETECTOR_NOISE_STD, **parse_params(args.param)}
         estimator = make_estimator(args.model, params, _verbosity(args, writes_stdout=args.out is None))
         detector = DensityOutlierDetector(estimator=estimator, contamination=args.contamination)
         try:
@@ -275,7 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(detect)
     detect.add_argument("--model", required=True, help=f"a model file or a family to fit: {families}")
     detect.add_argument("--contamination", type=float, default=0.01, help="share of rows to flag (default 0.01)")
-    detect.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter (repeatable)")
+    detect.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"hyperparameter of the family (repeatable); noise_std defaults to {DETECTOR_NOISE_STD} here",
+    )
     detect.add_argument("--out", help="output CSV/Parquet (default: CSV on standard output)")
     detect.set_defaults(handler=command_detect)
 

@@ -57,12 +57,15 @@ class _FlowNet(NeuralNet):
     ``jitter`` (a tensor of per-feature widths, or None) dequantises training
     batches: each batch gets fresh uniform noise on ``[-w/2, w/2)``, so
     integer-valued features become continuous bins centred on their values.
-    Validation rows stay at the bin centres.
+    ``noise_std`` adds Gaussian noise of that standard deviation to every
+    training batch on top (noise regularisation). Validation rows get
+    neither.
     """
 
-    def __init__(self, *args: Any, jitter: Tensor | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, jitter: Tensor | None = None, noise_std: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.jitter = jitter
+        self.noise_std = noise_std
 
     def _set_training(self, training: bool = True) -> None:
         # skorch calls this before every batch, and Module.train() walks every
@@ -77,6 +80,8 @@ class _FlowNet(NeuralNet):
         if model.training:
             if self.jitter is not None:
                 x = x + (torch.rand_like(x) - 0.5) * self.jitter
+            if self.noise_std > 0:
+                x = x + self.noise_std * torch.randn_like(x)
             return model.loss(x)
         return -model.log_prob(x)
 
@@ -259,6 +264,7 @@ def train_model(
     device: str = "cpu",
     verbose: int = 0,
     jitter: Tensor | None = None,
+    noise_std: float = 0.0,
 ) -> TrainingResult:
     """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
 
@@ -292,6 +298,9 @@ def train_model(
     jitter : Tensor of shape (n_features,) or None
         Dequantisation widths per feature (0 for continuous features); see
         ``_FlowNet``.
+    noise_std : float
+        Standard deviation of the Gaussian noise added to training batches
+        (in the units of ``X``); 0 for none.
 
     Returns
     -------
@@ -346,6 +355,7 @@ def train_model(
         device=device,
         verbose=verbose,
         jitter=jitter,
+        noise_std=noise_std,
         **({"callbacks__print_log": None} if verbose < 1 else {}),
     )
     diverged = False

@@ -110,6 +110,7 @@ BAD_HYPERPARAMETERS = {
     "gradient_clip": -1.0,
     "verbose": "loud",
     "dequantize": "bogus",
+    "noise_std": -0.1,
     "device": 3,
 }
 

@@ -115,6 +115,20 @@ def test_integer_data_scores_are_log_probabilities() -> None:
     assert -0.02 < gap < 0.1
 
 
+def test_noise_std_fits_the_density_convolved_with_the_noise() -> None:
+    # Gaussian data plus N(0, s^2) noise per standardised column is Gaussian
+    # with variance (1 + s^2) in standardised units: the maximum-likelihood
+    # diagonal Gaussian of the noisy rows has exactly that spread.
+    X = _gaussian_data(4000)
+    estimator = DiagonalGaussianDensity(
+        noise_std=0.5, max_epochs=60, lr=3e-3, validation_fraction=None, patience=None, random_state=0
+    ).fit(X)
+    variance_ratio = estimator.sample(40_000, random_state=1).var(axis=0) / X.var(axis=0)
+    np.testing.assert_allclose(variance_ratio, 1.25, atol=0.05)
+    plain = DiagonalGaussianDensity(max_epochs=60, lr=3e-3, validation_fraction=None, patience=None, random_state=0)
+    np.testing.assert_allclose(plain.fit(X).sample(40_000, random_state=1).var(axis=0) / X.var(axis=0), 1.0, atol=0.05)
+
+
 @pytest.mark.parametrize(
     ("dequantize", "expected"), [("auto", [True, False]), (True, [True, True]), (False, [False, False])]
 )

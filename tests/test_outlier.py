@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import DensityOutlierDetector, RealNVPDensity
-from skflow.outlier import average_precision_scorer, roc_auc_scorer
+from skflow.outlier import DETECTOR_NOISE_STD, average_precision_scorer, roc_auc_scorer
 
 
 def tiny_flow(**overrides) -> RealNVPDensity:
@@ -146,10 +146,19 @@ def test_pipeline_and_grid_search():
     assert search.best_score_ > 0.95
 
 
-def test_default_estimator_is_realnvp():
-    detector = DensityOutlierDetector()
+def test_default_detector_is_a_seeded_noise_regularised_realnvp():
+    X, y = planted_outliers(seed=0)
+    X_test, y_test = planted_outliers(seed=1)
+    detector = DensityOutlierDetector(random_state=0).fit(X)
     assert detector.estimator is None
-    assert isinstance(detector._new_estimator(), RealNVPDensity)
+    assert isinstance(detector.estimator_, RealNVPDensity)
+    assert detector.estimator_.noise_std == DETECTOR_NOISE_STD > 0
+    assert roc_auc_score(y_test, -detector.score_samples(X_test)) > 0.95
+    # random_state seeds the default estimator: a second fit scores identically.
+    again = DensityOutlierDetector(random_state=0).fit(X)
+    np.testing.assert_array_equal(again.score_samples(X_test), detector.score_samples(X_test))
+    # A given estimator keeps its own settings: the noise is the default's only.
+    assert DensityOutlierDetector(tiny_flow()).fit(X).estimator_.noise_std == 0.0
 
 
 def test_bad_input():

@@ -141,6 +141,15 @@ def test_jitter_only_in_training_and_within_half_width() -> None:
     assert torch.equal(valid_batch, torch.round(valid_batch)), "validation rows must stay at the bin centres"
 
 
+def test_noise_only_in_training_with_the_requested_spread() -> None:
+    rows = torch.zeros(400, 2)
+    model = RecordInputs()
+    train_model(model, rows, max_epochs=2, batch_size=400, lr=1e-3, validation_fraction=0.2, noise_std=0.5)
+    train_batch = torch.cat(model.train_inputs)
+    assert abs(train_batch.std().item() - 0.5) < 0.03 and abs(train_batch.mean().item()) < 0.03
+    assert (torch.cat(model.eval_inputs) == 0).all(), "validation rows must stay noiseless"
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_tensor_batches_cover_every_row_once(shuffle: bool) -> None:
     rows = torch.arange(23.0).unsqueeze(1)
