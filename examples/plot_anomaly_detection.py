@@ -56,7 +56,9 @@ def main() -> None:
     X, y = data["X"].astype(np.float64), data["y"].astype(int)
     X_train, X_test, _, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=1)
 
-    flow = RealNVPDensity(random_state=0, max_epochs=5 if FAST else 200)
+    # The flow of DensityOutlierDetector's default, spelled out to shorten
+    # training in the fast mode: noise_std=0.3 smooths the fitted density.
+    flow = RealNVPDensity(noise_std=0.3, random_state=0, max_epochs=5 if FAST else 200)
     detectors = {
         "RealNVP, log-density": make_pipeline(MinMaxScaler(), DensityOutlierDetector(flow)),
         "RealNVP, typicality": make_pipeline(MinMaxScaler(), DensityOutlierDetector(flow, score_type="typicality")),
