@@ -184,12 +184,14 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     validation_fraction : float or None, default=0.1
         Share of the rows held out to monitor the held-out negative
         log-likelihood for early stopping and to pick the weights returned.
-        None or 0 uses all rows for training and monitors the training loss.
-        Ignored when it would leave fewer than two rows on either side.
+        None or 0 uses all rows for training, monitors the training loss for
+        early stopping and keeps the last epoch's weights (a training loss
+        is too noisy a yardstick to pick an epoch by). Ignored when it would
+        leave fewer than two rows on either side.
     patience : int or None, default=20
         Epochs without improvement of the monitored loss before training
-        stops; None trains for ``max_epochs``. The weights of the best epoch
-        are restored either way.
+        stops; None trains for ``max_epochs``. With a validation split, the
+        weights of the best epoch are restored either way.
     gradient_clip : float or None, default=5.0
         Maximum total gradient norm per step; None disables clipping.
     callbacks : list of skorch callbacks or None, default=None
@@ -236,7 +238,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     n_iter_ : int
         Number of epochs run.
     best_epoch_ : int
-        Epoch whose weights ``model_`` holds.
+        Epoch whose weights ``model_`` holds: the best by held-out
+        likelihood, or the last without a validation split.
     mean_ : ndarray of shape (n_features,)
         Column means used to standardise the inputs.
     scale_ : ndarray of shape (n_features,)

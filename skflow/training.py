@@ -279,8 +279,9 @@ def train_model(
     validation_fraction : float or None
         Share of the rows held out for validation (early stopping and the
         choice of the weights returned); copies of a row stay on one side
-        (see :class:`DuplicateAwareSplit`). None or 0 trains on all rows
-        and monitors the training loss instead.
+        (see :class:`DuplicateAwareSplit`). None or 0 trains on all rows,
+        monitors the training loss and returns the last epoch's weights
+        (the best epoch's only after a divergence).
     patience : int or None
         Epochs without improvement of the monitored loss before stopping;
         None disables early stopping.
@@ -377,11 +378,15 @@ def train_model(
             RuntimeWarning,
             stacklevel=3,
         )
-    best_weights.restore(model)
+    if use_validation or diverged:
+        best_weights.restore(model)
+        best_epoch = best_weights.best_epoch_
+    else:
+        # Without held-out rows the only yardstick is the training loss, an
+        # average over weights that moved during the epoch, and for noisy
+        # objectives (flow matching, Hutchinson's estimator, noise_std) its
+        # epoch-to-epoch jitter can exceed the whole fit's progress: picking
+        # its minimum would pick an epoch at random. Keep the last weights.
+        best_epoch = len(history)
     model.eval()
-    return TrainingResult(
-        history=history,
-        n_epochs=len(history),
-        best_epoch=best_weights.best_epoch_,
-        diverged=diverged,
-    )
+    return TrainingResult(history=history, n_epochs=len(history), best_epoch=best_epoch, diverged=diverged)

@@ -53,7 +53,7 @@ def test_cnf_fitted_to_a_gaussian_approaches_its_log_density() -> None:
     truth = multivariate_normal(mean, covariance).logpdf(test)
     settings = dict(trace_estimator="exact", kinetic_weight=0.0, jacobian_weight=0.0, validation_fraction=None)
     untrained = fast_cnf(max_epochs=1, lr=1e-6, **settings).fit(train)
-    fitted = fast_cnf(max_epochs=25, lr=3e-2, batch_size=400, patience=None, **settings).fit(train)
+    fitted = fast_cnf(max_epochs=40, lr=2e-2, batch_size=400, patience=None, **settings).fit(train)
     error_untrained = np.mean(np.abs(untrained.score_samples(test) - truth))
     error_fitted = np.mean(np.abs(fitted.score_samples(test) - truth))
     assert error_fitted < 0.15

@@ -82,6 +82,30 @@ def test_nan_later_restores_best_weights_with_a_warning() -> None:
     assert torch.isfinite(model.location).all()
 
 
+class NoisyObjective(PoisonAfter):
+    """A loss whose epoch means jump: 100 higher in odd epochs (4 batches per epoch)."""
+
+    def loss(self, x, context=None):
+        epoch = self.calls // 4 + 1
+        return super().loss(x) + (100.0 if epoch % 2 == 1 else 0.0)
+
+
+class FinalWeights(Callback):
+    def on_train_end(self, net, **kwargs):
+        self.location = net.module_.location.detach().clone()
+
+
+def test_without_validation_the_last_weights_are_kept() -> None:
+    model, final = NoisyObjective(n_calls=10**9), FinalWeights()
+    result = train_model(
+        model, _gaussian_rows(), max_epochs=5, batch_size=50, lr=0.1, validation_fraction=None, callbacks=[final]
+    )
+    train = [row["train_loss"] for row in result.history]
+    assert int(np.argmin(train)) + 1 == 4, "the lowest training loss must fall before the last epoch"
+    assert result.best_epoch == result.n_epochs == 5
+    torch.testing.assert_close(model.location.detach(), final.location, rtol=0, atol=0)
+
+
 def test_early_stopping_and_best_epoch() -> None:
     model = ExactFlow(Chain([ActNorm(2)]), StandardNormal(2))
     rows = _gaussian_rows(400)
