@@ -153,18 +153,13 @@ class CNFDensity(_ContinuousFlowEstimator):
     n_importance_samples : int, default=16
         Draws of the augmented coordinates per row in ``score_samples``
         (ignored without augmentation). Cost grows linearly.
-    max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, \
-gradient_clip, callbacks, random_state, device, verbose, dequantize
-        Training parameters shared by every family; see
-        :class:`~skflow.base.FlowEstimator`.
+    {{shared_training_parameters}}
 
     Attributes
     ----------
     nfe_ : int
         Function evaluations of the last ODE solve.
-    model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, \
-dequantized_features_, n_features_in_, feature_names_in_
-        See :class:`~skflow.base.FlowEstimator`.
+    {{shared_fitted_attributes}}
 
     See Also
     --------
@@ -255,18 +250,13 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
     .replace("int or None, default=None", "int or None, default=8")}
     sigma_min : float, default=1e-4
         Width of the probability path at the data end, in standardised units.
-    max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, \
-gradient_clip, callbacks, random_state, device, verbose, dequantize
-        Training parameters shared by every family; see
-        :class:`~skflow.base.FlowEstimator`.
+    {{shared_training_parameters}}
 
     Attributes
     ----------
     nfe_ : int
         Function evaluations of the last ODE solve.
-    model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, \
-dequantized_features_, n_features_in_, feature_names_in_
-        See :class:`~skflow.base.FlowEstimator`.
+    {{shared_fitted_attributes}}
 
     See Also
     --------
