@@ -35,6 +35,27 @@ _NETWORK_CONSTRAINTS: dict = {
 }
 
 
+def _free_form_networks(
+    estimator: FlowEstimator, n_features: int, n_latent: int, latent_name: str
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Encoder and decoder of a free-form estimator, once ``n_probes`` fits the latent width ``n_latent``."""
+    if estimator.n_probes > n_latent:
+        raise ValueError(
+            f"n_probes={estimator.n_probes} must be at most {latent_name}={n_latent} "
+            f"(n_probes = {latent_name} already gives the exact trace)."
+        )
+    resolve_activation(estimator.activation)
+    return build_networks(
+        n_features,
+        n_latent,
+        estimator.encoder,
+        estimator.decoder,
+        estimator.hidden_dims,
+        estimator.activation,
+        estimator.n_residual_blocks,
+    )
+
+
 _NOT_NORMALISED_WHEN_UNTRAINED = (
     "the free-form density is normalised only once the decoder inverts the encoder (and, for d < D, the "
     "off-manifold Gaussian's tube approximation holds); the 3-epoch registry fit is far from that. "
@@ -240,28 +261,13 @@ dequantized_features_, n_features_in_, feature_names_in_
                 f"n_components={self.n_components} must be at most n_features={n_features}: "
                 "the latent space cannot be wider than the data."
             )
-        if self.n_probes > self.n_components:
-            raise ValueError(
-                f"n_probes={self.n_probes} must be at most n_components={self.n_components} "
-                "(n_probes = n_components already gives the exact trace)."
-            )
-        resolve_activation(self.activation)
-        encoder, decoder = build_networks(
-            n_features,
-            self.n_components,
-            self.encoder,
-            self.decoder,
-            self.hidden_dims,
-            self.activation,
-            self.n_residual_blocks,
-        )
+        encoder, decoder = _free_form_networks(self, n_features, self.n_components, "n_components")
         model = FreeFormInjectiveFlow(
             encoder,
             decoder,
             n_features,
             self.n_components,
             beta=self.beta,
-            noise=0.0,  # the engine adds noise_std
             n_probes=self.n_probes,
             encoder_jacobian_at=self.encoder_jacobian_at,
         )
@@ -392,22 +398,8 @@ class FreeFormFlowDensity(FlowEstimator):
     }
 
     def build_model(self, n_features: int) -> FreeFormFlow:
-        if self.n_probes > n_features:
-            raise ValueError(
-                f"n_probes={self.n_probes} must be at most n_features={n_features} "
-                "(n_probes = n_features already gives the exact trace)."
-            )
-        resolve_activation(self.activation)
-        encoder, decoder = build_networks(
-            n_features,
-            n_features,
-            self.encoder,
-            self.decoder,
-            self.hidden_dims,
-            self.activation,
-            self.n_residual_blocks,
-        )
-        model = FreeFormFlow(encoder, decoder, n_features, beta=self.beta, noise=0.0, n_probes=self.n_probes)
+        encoder, decoder = _free_form_networks(self, n_features, n_features, "n_features")
+        model = FreeFormFlow(encoder, decoder, n_features, beta=self.beta, n_probes=self.n_probes)
         return _select_with_encoder_volume(model)
 
     def _standardisation_for(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

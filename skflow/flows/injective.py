@@ -290,9 +290,6 @@ class FreeFormInjectiveFlow(nn.Module):
         Latent (manifold) dimension ``d <= D``.
     beta : float, default=10.0
         Weight of the summed squared reconstruction error.
-    noise : float, default=0.01
-        Standard deviation of the Gaussian noise added to training inputs
-        (the reconstruction target is the noisy input).
     n_probes : int, default=1
         Probe vectors per sample for the trace surrogate, ``1 <= K <= d``.
     encoder_jacobian_at : {"data", "reconstruction"}, default="data"
@@ -334,7 +331,6 @@ class FreeFormInjectiveFlow(nn.Module):
         n_features: int,
         n_components: int,
         beta: float = 10.0,
-        noise: float = 0.01,
         n_probes: int = 1,
         encoder_jacobian_at: str = "data",
         jacobian_chunk_size: int | None = None,
@@ -355,7 +351,6 @@ class FreeFormInjectiveFlow(nn.Module):
         self.n_features = n_features
         self.n_components = n_components
         self.beta = beta
-        self.noise = noise
         self.n_probes = n_probes
         self.encoder_jacobian_at = encoder_jacobian_at
         self.jacobian_chunk_size = jacobian_chunk_size
@@ -496,7 +491,7 @@ class FreeFormInjectiveFlow(nn.Module):
     # Training objective
     # ------------------------------------------------------------------ #
     def surrogate_terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The three pieces of the per-sample FIF loss at inputs ``x`` (no noise added).
+        """The three pieces of the per-sample FIF loss at inputs ``x``.
 
         Returns
         -------
@@ -540,10 +535,9 @@ class FreeFormInjectiveFlow(nn.Module):
         """Per-sample FIF loss ``beta ||x - g(f(x))||^2 - log p_Z(f(x)) - trace surrogate``, shape ``(n,)``.
 
         Its value is not a likelihood (only its gradient is meaningful); the
-        engine validates with :meth:`log_prob` instead.
+        engine validates with :meth:`log_prob` instead. The paper's input
+        noise is the engine's ``noise_std``, added before this is called.
         """
-        if self.noise > 0:
-            x = x + self.noise * torch.randn_like(x)
         squared_error, latent_nll, trace_estimate = self.surrogate_terms(x)
         if self.training and self.n_normal > 0:
             # Running residual variance, so that validation during training
@@ -568,7 +562,7 @@ class FreeFormFlow(FreeFormInjectiveFlow):
         Batched maps ``(n, D) -> (n, D)``.
     n_features : int
         ``D``.
-    beta, noise, n_probes, jacobian_chunk_size
+    beta, n_probes, jacobian_chunk_size
         As in :class:`FreeFormInjectiveFlow`.
     """
 
@@ -578,7 +572,6 @@ class FreeFormFlow(FreeFormInjectiveFlow):
         decoder: nn.Module,
         n_features: int,
         beta: float = 10.0,
-        noise: float = 0.0,
         n_probes: int = 1,
         jacobian_chunk_size: int | None = None,
     ) -> None:
@@ -588,7 +581,6 @@ class FreeFormFlow(FreeFormInjectiveFlow):
             n_features,
             n_features,
             beta=beta,
-            noise=noise,
             n_probes=n_probes,
             jacobian_chunk_size=jacobian_chunk_size,
         )

@@ -32,7 +32,6 @@ def small_model(n_probes: int = 1, encoder_jacobian_at: str = "data", seed: int 
         decoder,
         N_FEATURES,
         N_COMPONENTS,
-        noise=0.0,
         n_probes=n_probes,
         encoder_jacobian_at=encoder_jacobian_at,
     )
