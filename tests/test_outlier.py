@@ -147,7 +147,7 @@ def test_pipeline_and_grid_search():
 
 
 def test_default_detector_is_a_seeded_noise_regularised_realnvp():
-    X, y = planted_outliers(seed=0)
+    X, _ = planted_outliers(seed=0)
     X_test, y_test = planted_outliers(seed=1)
     detector = DensityOutlierDetector(random_state=0).fit(X)
     assert detector.estimator is None
