@@ -92,7 +92,7 @@ def table_one(quick: bool) -> list[dict]:
     rows = []
     epochs = 5 if quick else 30
     train, test = moons(2000)
-    common = dict(max_epochs=epochs, batch_size=256, random_state=0, validation_fraction=0.1, patience=None)
+    common = {"max_epochs": epochs, "batch_size": 256, "random_state": 0, "validation_fraction": 0.1, "patience": None}
     models = {
         "CNFDensity (dopri5, RNODE 0.01)": CNFDensity(hidden_dims=(64, 64), lr=5e-3, **common),
         # Flow-matching epochs are cheap (no ODE solve): give it more of them.
@@ -106,14 +106,18 @@ def table_one(quick: bool) -> list[dict]:
 
     train, test = digits()
     epochs = 2 if quick else 40
-    common = dict(max_epochs=epochs, batch_size=256, random_state=0, validation_fraction=0.1, patience=None)
+    common = {"max_epochs": epochs, "batch_size": 256, "random_state": 0, "validation_fraction": 0.1, "patience": None}
     label = "digits 64-d (1437 train, 360 test), reduced"
     models = {
         "CNFDensity (rk4 8 steps, RNODE 0.01)": CNFDensity(
             hidden_dims=(128, 128), solver="rk4", n_steps=8, lr=3e-3, **common
         ),
         "FlowMatchingDensity (rk4 8 steps)": FlowMatchingDensity(
-            hidden_dims=(128, 128), solver="rk4", n_steps=8, validation_n_steps=2, lr=3e-3,
+            hidden_dims=(128, 128),
+            solver="rk4",
+            n_steps=8,
+            validation_n_steps=2,
+            lr=3e-3,
             **{**common, "max_epochs": 2 * epochs},
         ),
         "RealNVPDensity": RealNVPDensity(**common),

@@ -37,8 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "adbench"
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATASETS = [
-    "breastw", "Cardiotocography", "fault", "letter", "PageBlocks", "Pima",
-    "satellite", "SpamBase", "vertebral", "Waveform", "WBC", "yeast",
+    "breastw",
+    "Cardiotocography",
+    "fault",
+    "letter",
+    "PageBlocks",
+    "Pima",
+    "satellite",
+    "SpamBase",
+    "vertebral",
+    "Waveform",
+    "WBC",
+    "yeast",
 ]
 
 
@@ -114,8 +124,10 @@ def run(datasets: list[str], max_rows: int, seed: int) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| dataset | n_train | D | RealNVP mean | RealNVP q01 | RealNVP min | GMM (tuned) mean | GMM q01 | GMM min "
-        "| GMM config | RealNVP s | GMM s |",
+        (
+            "| dataset | n_train | D | RealNVP mean | RealNVP q01 | RealNVP min | GMM (tuned) mean | GMM q01 | GMM min "
+            "| GMM config | RealNVP s | GMM s |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

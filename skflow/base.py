@@ -65,8 +65,7 @@ SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
         "        :class:`~skflow.base.FlowEstimator`."
     ),
     "{exact_base_parameters}": (
-        "n_base_components : int, default=1\n"
-        "        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`."
+        "n_base_components : int, default=1\n        Base distribution; see :class:`~skflow.base.ExactFlowEstimator`."
     ),
     "{shared_fitted_attributes}": (
         "model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, dequantized_features_, "

@@ -137,7 +137,9 @@ def make_estimator(family: str, params: dict[str, Any], verbose: int) -> Any:
 
 
 def save_model(estimator: Any, columns: list[str], path: str) -> None:
-    joblib.dump({"format": _FILE_FORMAT, "skflow_version": __version__, "estimator": estimator, "columns": columns}, path)
+    joblib.dump(
+        {"format": _FILE_FORMAT, "skflow_version": __version__, "estimator": estimator, "columns": columns}, path
+    )
 
 
 def load_model(path: str) -> tuple[Any, list[str]]:

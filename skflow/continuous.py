@@ -245,9 +245,11 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
 
     Parameters
     ----------
-{_SHARED_PARAMETERS_DOC.replace("default=(64, 64)", "default=(128, 128)")
-    .replace('default="tanh"', 'default="silu"')
-    .replace("int or None, default=None", "int or None, default=8")}
+{
+        _SHARED_PARAMETERS_DOC.replace("default=(64, 64)", "default=(128, 128)")
+        .replace('default="tanh"', 'default="silu"')
+        .replace("int or None, default=None", "int or None, default=8")
+    }
     sigma_min : float, default=1e-4
         Width of the probability path at the data end, in standardised units.
     {{shared_training_parameters}}

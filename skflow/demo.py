@@ -100,5 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for row in results:
-        print(f"{row['model']:<36} {row['heldout_loglik']:>16.2f} {row['bits_per_dim']:>11.3f} {row['fit_seconds']:>7.1f}")
+        print(
+            f"{row['model']:<36} {row['heldout_loglik']:>16.2f} {row['bits_per_dim']:>11.3f} {row['fit_seconds']:>7.1f}"
+        )
     return 0

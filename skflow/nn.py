@@ -42,8 +42,7 @@ def resolve_activation(activation: str | type[nn.Module]) -> type[nn.Module]:
             return ACTIVATIONS[activation]
         except KeyError:
             raise ValueError(
-                f"Unknown activation {activation!r}; expected one of "
-                f"{sorted(ACTIVATIONS)} or an nn.Module class."
+                f"Unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} or an nn.Module class."
             ) from None
     if isinstance(activation, type) and issubclass(activation, nn.Module):
         return activation

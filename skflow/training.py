@@ -347,9 +347,7 @@ def train_model(
         iterator_train=TensorBatches,
         iterator_train__shuffle=True,
         iterator_valid=TensorBatches,
-        train_split=(
-            DuplicateAwareSplit(validation_fraction, random_state) if use_validation else None
-        ),
+        train_split=(DuplicateAwareSplit(validation_fraction, random_state) if use_validation else None),
         # Early stopping ends an epoch by raising from on_epoch_end, so it goes
         # last: every other callback (the user's too) sees every epoch's end.
         callbacks=sorted(engine_callbacks + user_callbacks, key=lambda item: item[0] == "early_stopping"),

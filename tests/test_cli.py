@@ -18,7 +18,7 @@ FAST = ["--param", "n_layers=2", "--param", "hidden_dims=(16,)", "--param", "max
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "skflow.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "skflow.cli", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 
@@ -63,7 +63,15 @@ def test_score_to_stdout_is_a_csv(workdir: Path, fitted_model: Path) -> None:
 
 def test_detect_with_a_family_flags_the_planted_outliers(workdir: Path) -> None:
     result = run_cli(
-        "detect", "numeric.csv", "--model", "realnvp", *FAST, "--contamination", "0.02", "--out", "flagged.csv",
+        "detect",
+        "numeric.csv",
+        "--model",
+        "realnvp",
+        *FAST,
+        "--contamination",
+        "0.02",
+        "--out",
+        "flagged.csv",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
@@ -76,7 +84,14 @@ def test_detect_with_a_family_flags_the_planted_outliers(workdir: Path) -> None:
 
 def test_detect_with_a_saved_model_flags_the_requested_share(workdir: Path, fitted_model: Path) -> None:
     result = run_cli(
-        "detect", "numeric.csv", "--model", str(fitted_model), "--contamination", "0.05", "--out", "f2.csv",
+        "detect",
+        "numeric.csv",
+        "--model",
+        str(fitted_model),
+        "--contamination",
+        "0.05",
+        "--out",
+        "f2.csv",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
@@ -107,7 +122,10 @@ def test_non_numeric_columns_are_named_or_dropped(workdir: Path) -> None:
     [
         (("fit", "missing.csv", "--model", "realnvp", "--out", "m.skflow"), "data file not found"),
         (("fit", "numeric.csv", "--model", "nosuchflow", "--out", "m.skflow"), "unknown model family"),
-        (("fit", "numeric.csv", "--model", "realnvp", "--param", "n_layerz=2", "--out", "m"), "no parameter(s) n_layerz"),
+        (
+            ("fit", "numeric.csv", "--model", "realnvp", "--param", "n_layerz=2", "--out", "m"),
+            "no parameter(s) n_layerz",
+        ),
         (("score", "numeric.csv", "--model", "numeric.csv"), "not a model file"),
         (("fit", "numeric.csv", "--model", "realnvp", "--param", "max_epochs=0", "--out", "m"), "fitting failed"),
     ],

@@ -28,12 +28,26 @@ def test_registry_holds_both_families() -> None:
 
 
 def fast_cnf(**params):
-    defaults = dict(hidden_dims=(16,), solver="rk4", n_steps=4, max_epochs=2, batch_size=64, random_state=0)
+    defaults = {
+        "hidden_dims": (16,),
+        "solver": "rk4",
+        "n_steps": 4,
+        "max_epochs": 2,
+        "batch_size": 64,
+        "random_state": 0,
+    }
     return CNFDensity(**{**defaults, **params})
 
 
 def fast_flow_matching(**params):
-    defaults = dict(hidden_dims=(16,), solver="rk4", n_steps=4, max_epochs=2, batch_size=64, random_state=0)
+    defaults = {
+        "hidden_dims": (16,),
+        "solver": "rk4",
+        "n_steps": 4,
+        "max_epochs": 2,
+        "batch_size": 64,
+        "random_state": 0,
+    }
     return FlowMatchingDensity(**{**defaults, **params})
 
 
@@ -51,7 +65,7 @@ def test_cnf_fitted_to_a_gaussian_approaches_its_log_density() -> None:
     train = rng.multivariate_normal(mean, covariance, size=400)
     test = rng.multivariate_normal(mean, covariance, size=500)
     truth = multivariate_normal(mean, covariance).logpdf(test)
-    settings = dict(trace_estimator="exact", kinetic_weight=0.0, jacobian_weight=0.0, validation_fraction=None)
+    settings = {"trace_estimator": "exact", "kinetic_weight": 0.0, "jacobian_weight": 0.0, "validation_fraction": None}
     untrained = fast_cnf(max_epochs=1, lr=1e-6, **settings).fit(train)
     fitted = fast_cnf(max_epochs=40, lr=2e-2, batch_size=400, patience=None, **settings).fit(train)
     error_untrained = np.mean(np.abs(untrained.score_samples(test) - truth))
@@ -64,8 +78,14 @@ def test_cnf_fitted_to_a_gaussian_approaches_its_log_density() -> None:
 def test_flow_matching_beats_a_gaussian_on_moons(moons) -> None:
     train, test = moons
     flow = fast_flow_matching(
-        hidden_dims=(64, 64), activation="silu", n_steps=8, max_epochs=60, batch_size=100, lr=5e-3,
-        validation_fraction=None, patience=None,
+        hidden_dims=(64, 64),
+        activation="silu",
+        n_steps=8,
+        max_epochs=60,
+        batch_size=100,
+        lr=5e-3,
+        validation_fraction=None,
+        patience=None,
     ).fit(train)
     gaussian = GaussianMixture(1, random_state=0).fit(train)
     assert flow.score(test) > gaussian.score(test) + 0.3
