@@ -179,7 +179,9 @@ def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, 
         name = short_name(family_name)
 
         def detector(seed: int, family: type = family, noise_std: float = DETECTOR_NOISE_STD, **options: Any) -> Any:
-            return HigherIsNormal(DensityOutlierDetector(family(random_state=seed, noise_std=noise_std), **options))
+            return HigherIsNormal(
+                DensityOutlierDetector(estimator=family(random_state=seed, noise_std=noise_std), **options)
+            )
 
         methods[name] = detector
         if "typicality" in ablations:
@@ -188,7 +190,9 @@ def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, 
             methods[f"{name}-trim0.1"] = lambda seed, d=detector: d(seed, trim_fraction=0.1)
         if "nodeq" in ablations:
             methods[f"{name}-nodeq"] = lambda seed, family=family: HigherIsNormal(
-                DensityOutlierDetector(family(random_state=seed, noise_std=DETECTOR_NOISE_STD, dequantize=False))
+                DensityOutlierDetector(
+                    estimator=family(random_state=seed, noise_std=DETECTOR_NOISE_STD, dequantize=False)
+                )
             )
         if "noise0" in ablations:
             methods[f"{name}-noise0"] = lambda seed, d=detector: d(seed, noise_std=0.0)

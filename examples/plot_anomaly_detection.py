@@ -60,8 +60,10 @@ def main() -> None:
     # training in the fast mode: noise_std=0.3 smooths the fitted density.
     flow = RealNVPDensity(noise_std=0.3, random_state=0, max_epochs=5 if FAST else 200)
     detectors = {
-        "RealNVP, log-density": make_pipeline(MinMaxScaler(), DensityOutlierDetector(flow)),
-        "RealNVP, typicality": make_pipeline(MinMaxScaler(), DensityOutlierDetector(flow, score_type="typicality")),
+        "RealNVP, log-density": make_pipeline(MinMaxScaler(), DensityOutlierDetector(estimator=flow)),
+        "RealNVP, typicality": make_pipeline(
+            MinMaxScaler(), DensityOutlierDetector(estimator=flow, score_type="typicality")
+        ),
         "IsolationForest": make_pipeline(MinMaxScaler(), IsolationForest(random_state=0)),
     }
     decisions = {}

@@ -11,8 +11,8 @@ annotated class attributes and implements ``build_model(n_features)``::
 
 Subclasses become dataclasses, so their ``__init__`` stores each argument
 unchanged under its own name, exactly as scikit-learn requires, without a
-hand-written ``__init__`` per family. The training hyperparameters below are
-keyword-only and shared by every family.
+hand-written ``__init__`` per family. Every hyperparameter, the family's own
+and the training ones below that every family shares, is keyword-only.
 
 Everything else lives here: input validation, the standardisation of the
 inputs and its log-det correction (scores are log-densities in the user's
@@ -29,7 +29,6 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import KW_ONLY
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -163,7 +162,7 @@ def _grid_spacing(values: np.ndarray) -> float:
     return spacing if np.all(np.abs(steps - np.round(steps)) < 1e-6 * max(1.0, steps[-1])) else 0.0
 
 
-@dataclasses.dataclass(repr=False, eq=False)
+@dataclasses.dataclass(repr=False, eq=False, kw_only=True)
 class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin, BaseEstimator):
     """Base class of every skflow density estimator.
 
@@ -257,7 +256,6 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         Names of features seen during fit, when X has string column names.
     """
 
-    _: KW_ONLY
     max_epochs: int = 200
     batch_size: int = 256
     lr: float = 1e-3
@@ -302,8 +300,11 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Each family's annotated hyperparameters become __init__ arguments.
-        dataclasses.dataclass(cls, repr=False, eq=False)
+        # Each family's annotated hyperparameters become __init__ arguments,
+        # all keyword-only (scikit-learn's convention): passed here rather
+        # than through a ``_: KW_ONLY`` marker, which a subclass that
+        # redeclares a shared field could forget, silently making it positional.
+        dataclasses.dataclass(cls, repr=False, eq=False, kw_only=True)
         if cls.__doc__:
             for placeholder, text in SHARED_DOCSTRING_SECTIONS.items():
                 cls.__doc__ = cls.__doc__.replace(placeholder, text)
@@ -647,7 +648,6 @@ class ExactFlowEstimator(FlowEstimator):
         represent multimodal data without tearing the space apart.
     """
 
-    _: KW_ONLY
     n_base_components: int = 1
 
     _parameter_constraints: ClassVar[dict] = {

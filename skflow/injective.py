@@ -9,7 +9,6 @@ density it evaluates.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import KW_ONLY
 from functools import partial
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -241,7 +240,6 @@ dequantized_features_, n_features_in_, feature_names_in_
     encoder: Callable | None = None
     decoder: Callable | None = None
     encoder_jacobian_at: str = "data"
-    _: KW_ONLY
     # The paper trains on slightly noisy inputs; the shared noise_std does
     # exactly that (the reconstruction target is the noisy input).
     noise_std: float = 0.01

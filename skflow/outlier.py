@@ -147,7 +147,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
     >>> from skflow.outlier import DensityOutlierDetector
     >>> rng = np.random.default_rng(0)
     >>> X = np.vstack([rng.normal(size=(200, 2)), [[6.0, 6.0]]])
-    >>> detector = DensityOutlierDetector(GaussianMixture(), contamination=0.01).fit(X)
+    >>> detector = DensityOutlierDetector(estimator=GaussianMixture(), contamination=0.01).fit(X)
     >>> detector.predict([[0.0, 0.0], [6.0, 6.0]])
     array([ 1, -1])
     """
@@ -162,8 +162,8 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
 
     def __init__(
         self,
-        estimator: Any = None,
         *,
+        estimator: Any = None,
         contamination: str | float = "auto",
         score_type: str = "density",
         trim_fraction: float = 0.0,

@@ -36,9 +36,9 @@ def planted_outliers(n_inliers: int = 400, n_outliers: int = 20, seed: int = 0):
 
 @parametrize_with_checks(
     [
-        DensityOutlierDetector(tiny_flow()),
-        DensityOutlierDetector(GaussianMixture(random_state=0), contamination=0.1, score_type="typicality"),
-        DensityOutlierDetector(KernelDensity(bandwidth=0.5), trim_fraction=0.1),
+        DensityOutlierDetector(estimator=tiny_flow()),
+        DensityOutlierDetector(estimator=GaussianMixture(random_state=0), contamination=0.1, score_type="typicality"),
+        DensityOutlierDetector(estimator=KernelDensity(bandwidth=0.5), trim_fraction=0.1),
     ]
 )
 def test_sklearn_common_checks(estimator, check):
@@ -50,7 +50,7 @@ def test_sklearn_common_checks(estimator, check):
 )
 def test_conventions(density):
     X, _ = planted_outliers()
-    detector = DensityOutlierDetector(density, contamination=0.05).fit(X)
+    detector = DensityOutlierDetector(estimator=density, contamination=0.05).fit(X)
     scores = detector.score_samples(X)
     # score_samples is the wrapped estimator's log-density, unchanged.
     np.testing.assert_allclose(scores, detector.estimator_.score_samples(X))
@@ -61,14 +61,14 @@ def test_conventions(density):
     # contamination sets the share of training rows predicted -1.
     assert abs(np.mean(labels == -1) - 0.05) <= 1 / len(X)
     # fit_predict on the training data is fit().predict().
-    np.testing.assert_array_equal(DensityOutlierDetector(density, contamination=0.05).fit_predict(X), labels)
+    np.testing.assert_array_equal(DensityOutlierDetector(estimator=density, contamination=0.05).fit_predict(X), labels)
     # The wrapped estimator is cloned, not fitted in place.
     assert detector.estimator_ is not density
 
 
 def test_ranks_planted_outliers():
     X, y = planted_outliers()
-    detector = DensityOutlierDetector(tiny_flow(max_epochs=40, hidden_dims=(32,))).fit(X)
+    detector = DensityOutlierDetector(estimator=tiny_flow(max_epochs=40, hidden_dims=(32,))).fit(X)
     # Both scores come from the same fitted density (the typicality
     # statistics are estimated in fit whatever the score), so one fit serves.
     for score_type in ("density", "typicality"):
@@ -82,7 +82,7 @@ def test_ranks_planted_outliers():
 
 def test_auto_contamination_is_tukeys_fence():
     X, y = planted_outliers()
-    detector = DensityOutlierDetector(GaussianMixture(random_state=0)).fit(X)
+    detector = DensityOutlierDetector(estimator=GaussianMixture(random_state=0)).fit(X)
     log_density = detector.estimator_.score_samples(X)
     q1, q3 = np.percentile(log_density, [25, 75])
     assert detector.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
@@ -99,8 +99,8 @@ def test_typicality_flags_too_likely_points():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 50))
     mode = np.zeros((1, 50))
-    density = DensityOutlierDetector(GaussianMixture(random_state=0)).fit(X)
-    typicality = DensityOutlierDetector(GaussianMixture(random_state=0), score_type="typicality").fit(X)
+    density = DensityOutlierDetector(estimator=GaussianMixture(random_state=0)).fit(X)
+    typicality = DensityOutlierDetector(estimator=GaussianMixture(random_state=0), score_type="typicality").fit(X)
     assert density.score_samples(mode)[0] > density.score_samples(X).max()
     assert typicality.predict(mode)[0] == -1
     # Typicality: minus the scaled distance of the log-density from the training median.
@@ -113,7 +113,7 @@ def test_typicality_flags_too_likely_points():
 
 def test_trim_fraction_refits_without_least_likely_rows():
     X, y = planted_outliers(n_inliers=300, n_outliers=30)
-    detector = DensityOutlierDetector(GaussianMixture(random_state=0), trim_fraction=0.1).fit(X)
+    detector = DensityOutlierDetector(estimator=GaussianMixture(random_state=0), trim_fraction=0.1).fit(X)
     assert detector.n_trimmed_ == 33
     # The refit sees only the 297 most likely rows under the first fit, so
     # the fitted covariance is the inliers' (not inflated by the shell).
@@ -126,7 +126,7 @@ def test_trim_fraction_refits_without_least_likely_rows():
 
 def test_pipeline_and_grid_search():
     X, y = planted_outliers()
-    pipeline = make_pipeline(StandardScaler(), DensityOutlierDetector(GaussianMixture(random_state=0)))
+    pipeline = make_pipeline(StandardScaler(), DensityOutlierDetector(estimator=GaussianMixture(random_state=0)))
     labels = pipeline.fit(X).predict(X)
     assert set(np.unique(labels)) <= {-1, 1}
     # Two clusters with the outliers between them: a very wide kernel sees
@@ -136,7 +136,7 @@ def test_pipeline_and_grid_search():
     X = np.vstack([inliers, rng.uniform(-1.5, 1.5, size=(15, 2))])
     y = np.r_[np.zeros(300, dtype=int), np.ones(15, dtype=int)]
     search = GridSearchCV(
-        DensityOutlierDetector(KernelDensity()),
+        DensityOutlierDetector(estimator=KernelDensity()),
         {"estimator__bandwidth": [0.5, 20.0]},
         scoring={"roc_auc": roc_auc_scorer, "average_precision": average_precision_scorer},
         refit="roc_auc",
@@ -158,20 +158,20 @@ def test_default_detector_is_a_seeded_noise_regularised_realnvp():
     again = DensityOutlierDetector(random_state=0).fit(X)
     np.testing.assert_array_equal(again.score_samples(X_test), detector.score_samples(X_test))
     # A given estimator keeps its own settings: the noise is the default's only.
-    assert DensityOutlierDetector(tiny_flow()).fit(X).estimator_.noise_std == 0.0
+    assert DensityOutlierDetector(estimator=tiny_flow()).fit(X).estimator_.noise_std == 0.0
 
 
 def test_bad_input():
     X, y = planted_outliers()
     with pytest.raises(ValueError, match="contamination"):
-        DensityOutlierDetector(GaussianMixture(), contamination=0.7).fit(X)
+        DensityOutlierDetector(estimator=GaussianMixture(), contamination=0.7).fit(X)
     with pytest.raises(ValueError, match="score_type"):
-        DensityOutlierDetector(GaussianMixture(), score_type="likelihood").fit(X)
+        DensityOutlierDetector(estimator=GaussianMixture(), score_type="likelihood").fit(X)
     with pytest.raises(ValueError, match="estimator"):
-        DensityOutlierDetector(StandardScaler()).fit(X)
+        DensityOutlierDetector(estimator=StandardScaler()).fit(X)
     with pytest.raises(ValueError, match="Outlier labels"):
-        roc_auc_scorer(DensityOutlierDetector(GaussianMixture()).fit(X), X, y + 5)
-    detector = DensityOutlierDetector(GaussianMixture()).fit(X)
+        roc_auc_scorer(DensityOutlierDetector(estimator=GaussianMixture()).fit(X), X, y + 5)
+    detector = DensityOutlierDetector(estimator=GaussianMixture()).fit(X)
     with pytest.raises(ValueError, match="features"):
         detector.predict(X[:, :2])
     with pytest.raises(ValueError):
@@ -189,7 +189,7 @@ class _BrokenDensity(GaussianMixture):
 
 def test_nan_log_density_is_most_abnormal():
     X, _ = planted_outliers()
-    detector = DensityOutlierDetector(_BrokenDensity(random_state=0), contamination=0.05).fit(X)
+    detector = DensityOutlierDetector(estimator=_BrokenDensity(random_state=0), contamination=0.05).fit(X)
     query = np.array([[0.0, 0.0, 0.0], [4.5, 0.0, 0.0]])
     scores = detector.score_samples(query)
     assert np.isfinite(scores[0]) and scores[1] == -np.inf
