@@ -89,10 +89,11 @@ _SHARED_PARAMETERS_DOC = """\
         (ReLU is rejected: the trace term needs a smooth field).
     solver : {"dopri5", "rk4"}, default="dopri5"
         Adaptive Dormand-Prince 5(4) with tolerances ``rtol``/``atol``, or
-        classical RK4 with ``n_steps`` equal steps (fast and batch-independent,
-        but with no error control). The adaptive solver's step sizes depend on
-        every row of a batch, so a row's score can change slightly (within the
-        tolerances) with the rows scored beside it.
+        classical RK4 with ``n_steps`` equal steps (no error control). When
+        scoring, encoding, decoding or sampling, ``dopri5`` controls the step
+        size of each row separately, so a row's result does not depend on the
+        rows scored with it (training solves a batch with one shared step
+        sequence, which backpropagates more cheaply).
     rtol, atol : float, default=1e-4, 1e-5
         Tolerances of ``dopri5``.
     n_steps : int, default=20

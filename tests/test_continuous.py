@@ -157,3 +157,19 @@ def test_bad_parameters_raise(moons) -> None:
         fast_flow_matching(sigma_min=1.5).fit(moons[0][:50])
     with pytest.raises(ValueError):
         fast_cnf().fit(np.array([[0.0, np.inf], [1.0, 2.0], [0.5, 0.1]]))
+
+
+@pytest.mark.parametrize("family", [CNFDensity, FlowMatchingDensity])
+def test_default_solver_scores_do_not_depend_on_the_batch(family) -> None:
+    # The solver settings stay the defaults (adaptive dopri5, its tolerances,
+    # exact trace); only the training budget is cut to keep the test fast.
+    from sklearn.utils.estimator_checks import check_methods_subset_invariance
+
+    estimator = family(hidden_dims=(16,), max_epochs=3, random_state=0)
+    assert estimator.solver == "dopri5"
+    check_methods_subset_invariance(family.__name__, estimator)
+    fitted = family(hidden_dims=(16,), max_epochs=3, random_state=0).fit(make_moons(200, random_state=0)[0])
+    rows = make_moons(40, noise=0.1, random_state=1)[0] * 1.5
+    together = fitted.score_samples(rows)
+    one_by_one = np.array([fitted.score_samples(row[None])[0] for row in rows])
+    assert np.allclose(together, one_by_one, rtol=0, atol=1e-9)

@@ -51,6 +51,7 @@ __all__ = [
     "ODEDynamics",
     "SolverSettings",
     "TimeConditionedMLP",
+    "solve_rowwise_dopri5",
 ]
 
 # The solver differentiates f, and the trace term differentiates it again
@@ -286,6 +287,151 @@ def draw_probe(like: Tensor, distribution: str, generator: torch.Generator | Non
     raise ValueError(f"probe distribution must be 'rademacher' or 'gaussian', got {distribution!r}.")
 
 
+# Dormand-Prince 5(4): nodes, stage coefficients, and the weights of the
+# fifth-order solution and of its embedded fourth-order companion.
+_DP_NODES = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_STAGES = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_FIFTH = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
+_DP_FOURTH = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+_DP_ERROR = tuple(fifth - fourth for fifth, fourth in zip(_DP_FIFTH, _DP_FOURTH))
+
+
+def solve_rowwise_dopri5(
+    dynamics: ODEDynamics,
+    state: Tensor | tuple[Tensor, ...],
+    rtol: float,
+    atol: float,
+    reverse: bool = False,
+    max_steps: int = _MAX_ADAPTIVE_STEPS,
+) -> Tensor | tuple[Tensor, ...]:
+    """Integrate over ``[0, 1]`` (``[1, 0]`` if reverse) with one step size per row.
+
+    A batched adaptive solver (torchdiffeq's) measures the local error over
+    the whole batch, so every row shares one step sequence, and a row's
+    result depends (within the tolerances) on the rows solved beside it.
+    Here each row carries its own time, step size and error test, so its
+    result is the same whichever rows share the batch: the property
+    scikit-learn checks as subset invariance. Rows advance together, but
+    only the rows still integrating are evaluated at each step.
+
+    The controller is the usual one for Dormand-Prince 5(4) (first same as
+    last, local extrapolation): per row, the error of the fourth-order
+    companion is measured in the RMS norm of each state component scaled by
+    ``atol + rtol * max(|y_old|, |y_new|)`` and the largest of the
+    components' norms decides; the initial step follows Hairer, Norsett and
+    Wanner's heuristic, row by row.
+
+    Parameters
+    ----------
+    dynamics : ODEDynamics
+        Configured right-hand side. Its per-row ``context`` and ``probe``
+        are restricted to the rows being evaluated at each call.
+    state : Tensor of shape (n, d) or tuple of Tensors of shapes (n, d), (n,), ...
+    rtol, atol : float
+    reverse : bool, default=False
+    max_steps : int
+        Accepted and rejected steps allowed per row before giving up.
+
+    Returns
+    -------
+    Tensor or tuple of Tensors
+        The state at the end time, shaped like ``state``.
+
+    Raises
+    ------
+    RuntimeError
+        If a row needs more than ``max_steps`` steps or its step size
+        underflows (stiff dynamics).
+    """
+    components = state if isinstance(state, tuple) else (state,)
+    widths = [1 if component.dim() == 1 else component.shape[1] for component in components]
+    y = torch.cat([component.reshape(component.shape[0], -1) for component in components], dim=1)
+    n_rows = y.shape[0]
+    full_context, full_probe = dynamics.context, dynamics.probe
+    sign = -1.0 if reverse else 1.0
+
+    def derivative(rows: Tensor, progress: Tensor, flat: Tensor) -> Tensor:
+        # Time runs from 0 to 1 forwards, from 1 to 0 backwards; ``progress``
+        # always runs from 0 to 1 and the derivative carries the sign.
+        dynamics.context = None if full_context is None else full_context[rows]
+        dynamics.probe = None if full_probe is None else full_probe[rows]
+        time = progress if not reverse else 1.0 - progress
+        value = dynamics(time, unflatten(flat))
+        value = value if isinstance(value, tuple) else (value,)
+        return sign * torch.cat([part.reshape(part.shape[0], -1) for part in value], dim=1)
+
+    def unflatten(flat: Tensor) -> Tensor | tuple[Tensor, ...]:
+        parts = torch.split(flat, widths, dim=1)
+        shaped = tuple(part if components[i].dim() > 1 else part.reshape(-1) for i, part in enumerate(parts))
+        return shaped if isinstance(state, tuple) else shaped[0]
+
+    def norm(value: Tensor) -> Tensor:
+        # Per row: RMS within each state component, the largest over components.
+        return torch.stack([part.pow(2).mean(dim=1).sqrt() for part in torch.split(value, widths, dim=1)]).amax(dim=0)
+
+    try:
+        rows = torch.arange(n_rows, device=y.device)
+        progress = y.new_zeros(n_rows)
+        slope = derivative(rows, progress, y)
+        # Initial step per row (Hairer, Norsett & Wanner, "Solving ODEs I", II.4).
+        scale = atol + rtol * y.abs()
+        d0, d1 = norm(y / scale), norm(slope / scale)
+        h0 = torch.where((d0 > 1e-5) & (d1 > 1e-5), 0.01 * d0 / d1.clamp_min(1e-300), torch.full_like(d0, 1e-6))
+        h0 = h0.clamp(max=1.0)
+        slope1 = derivative(rows, progress + h0, y + h0[:, None] * slope)
+        d2 = norm((slope1 - slope) / scale) / h0
+        largest = torch.maximum(d1, d2)
+        h1 = torch.where(largest > 1e-15, (0.01 / largest.clamp_min(1e-300)) ** (1 / 5), (h0 * 1e-3).clamp_min(1e-6))
+        step = torch.minimum(100 * h0, h1).clamp(max=1.0)
+
+        n_steps = torch.zeros(n_rows, dtype=torch.long, device=y.device)
+        active = rows
+        while active.numel():
+            y_a, t_a, k1 = y[active], progress[active], slope[active]
+            remaining = 1.0 - t_a
+            h = torch.minimum(step[active], remaining)
+            if bool((h < 1e-12).any()):
+                raise RuntimeError(
+                    "The adaptive ODE solver's step size underflowed: the learned dynamics are too stiff."
+                )
+            stages = [k1]
+            for node, weights in zip(_DP_NODES[1:], _DP_STAGES[1:]):
+                increment = sum(w * k for w, k in zip(weights, stages) if w != 0.0)
+                stages.append(derivative(active, t_a + node * h, y_a + h[:, None] * increment))
+            y_new = y_a + h[:, None] * sum(w * k for w, k in zip(_DP_FIFTH, stages) if w != 0.0)
+            error = h[:, None] * sum(w * k for w, k in zip(_DP_ERROR, stages) if w != 0.0)
+            tolerance = atol + rtol * torch.maximum(y_a.abs(), y_new.abs())
+            ratio = norm(error / tolerance)
+            accepted = ratio <= 1.0
+            # Controller: grow by at most 10x, shrink by at most 5x, never shrink after an accepted step.
+            factor = torch.where(ratio > 0, 0.9 * ratio.clamp_min(1e-300) ** (-1 / 5), torch.full_like(ratio, 10.0))
+            factor = torch.where(accepted, factor.clamp(1.0, 10.0), factor.clamp(0.2, 1.0))
+            last = h >= remaining
+            done_rows = active[accepted]
+            y[done_rows] = y_new[accepted]
+            slope[done_rows] = stages[-1][accepted]  # first same as last
+            progress[done_rows] = torch.where(last, torch.ones_like(t_a), t_a + h)[accepted]
+            step[active] = h * factor
+            n_steps[active] += 1
+            if bool((n_steps[active] > max_steps).any()):
+                raise RuntimeError(
+                    f"The adaptive ODE solver needed more than {max_steps} steps for a row: the learned dynamics "
+                    "are too stiff."
+                )
+            active = active[~(accepted & last)]
+    finally:
+        dynamics.context, dynamics.probe = full_context, full_probe
+    return unflatten(y)
+
+
 class ContinuousFlow(nn.Module):
     """A continuous normalizing flow: the shared :class:`FlowModel` machinery.
 
@@ -370,6 +516,11 @@ class ContinuousFlow(nn.Module):
         keywords = {"rtol": settings.rtol, "atol": settings.atol, "method": settings.method, "options": options}
         self.dynamics.n_evaluations = 0
         try:
+            if settings.method == "dopri5" and not settings.adjoint and not torch.is_grad_enabled():
+                # Inference: per-row step control, so a row's result does not
+                # depend on the rows solved with it (training keeps the
+                # batched solver, whose shared steps backpropagate cheaply).
+                return solve_rowwise_dopri5(self.dynamics, state, settings.rtol, settings.atol, reverse)
             if settings.adjoint:
                 solution = odeint_adjoint(
                     self.dynamics, state, times, adjoint_params=tuple(self.dynamics.parameters()), **keywords
