@@ -24,7 +24,9 @@ the full decoder Jacobian by forward-mode differentiation.
 
 Gradient routing: the reconstruction term trains both networks; the latent
 term and the surrogate train only the encoder (the decoder factor is
-detached), so the decoder learns from reconstruction alone.
+detached), so the decoder learns from reconstruction alone. The paper's naive
+estimator (``encoder_jacobian_at="reconstruction"``) is kept for comparison:
+``+ mean_k v_k^T SG[f'(g(z))] g'(z) v_k``, whose gradient reaches the decoder.
 
 Nothing here imports scikit-learn.
 """
@@ -294,8 +296,9 @@ class FreeFormInjectiveFlow(nn.Module):
         Probe vectors per sample for the trace surrogate, ``1 <= K <= d``.
     encoder_jacobian_at : {"data", "reconstruction"}, default="data"
         Where the surrogate takes the encoder Jacobian: at the data point
-        ``x`` (FIF) or at its reconstruction ``g(f(x))`` (the naive
-        on-manifold estimator, kept to reproduce its failure).
+        ``x`` (FIF) or at its reconstruction ``g(f(x))``: the paper's naive
+        on-manifold estimator, whose gradient reaches the decoder (see
+        :meth:`surrogate_terms`), kept to reproduce its failure.
     jacobian_chunk_size : int or None, default=None
         Latent directions per vectorised forward-mode pass in :meth:`log_prob`.
     residual_momentum : float, default=0.1
@@ -491,7 +494,7 @@ class FreeFormInjectiveFlow(nn.Module):
     # Training objective
     # ------------------------------------------------------------------ #
     def surrogate_terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The three pieces of the per-sample FIF loss at inputs ``x``.
+        """The three pieces of the per-sample loss at inputs ``x``.
 
         Returns
         -------
@@ -499,53 +502,79 @@ class FreeFormInjectiveFlow(nn.Module):
             ``||x - g(f(x))||^2`` (trains encoder and decoder).
         latent_nll : Tensor of shape (n,)
             ``-log N(f(x); 0, I_d)`` (trains the encoder).
-        trace_estimate : Tensor of shape (n,)
-            ``mean_k v_k^T f'(a) SG[g'(f(x)) v_k]`` with ``a = x`` (or the
-            reconstruction, see ``encoder_jacobian_at``); its gradient
-            estimates that of the log-volume term. Trains the encoder.
+        volume_surrogate : Tensor of shape (n,)
+            A term whose gradient estimates that of the log-volume term
+            ``1/2 log det(g'(z)^T g'(z))`` of the negative log-likelihood,
+            with ``z = f(x)`` and probes ``v_k``:
+
+            * FIF (``encoder_jacobian_at="data"``):
+              ``-mean_k v_k^T f'(x) SG[g'(z) v_k]``; the gradient is moved
+              to the encoder, and the decoder learns from reconstruction
+              alone;
+            * naive (``"reconstruction"``):
+              ``mean_k v_k^T SG[f'(x_hat)] g'(z) v_k`` with
+              ``x_hat = g(z)``: the paper's on-manifold estimator, whose
+              gradient reaches the decoder (through ``g'(z)``) and the
+              encoder (through ``z``). This is what lets the decoder bend
+              the manifold to lower the likelihood term, the failure FIF's
+              off-manifold correction prevents.
+
+            Only its gradient is meaningful, not its value.
         """
-        # Gradients are needed for the encoder VJP even where the caller
-        # (skorch's validation, an inference loop) has disabled them.
+        # Gradients are needed for the Jacobian products even where the
+        # caller (skorch's validation, an inference loop) has disabled them.
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             z = self.encoder(x)
-            probes = latent_probes(x.shape[0], self.n_components, self.n_probes, z)
-            # One decoder pass gives both the reconstruction (with its graph)
-            # and the JVPs g'(z) v_k (without one: they are stop-gradient).
-            x_hat, tangents = output_and_tangents(self.decoder, z, probes.to(z.dtype))
-
+            probes = latent_probes(x.shape[0], self.n_components, self.n_probes, z).to(z.dtype)
             if self.encoder_jacobian_at == "data":
-                point, code = x, z
+                # One decoder pass gives both the reconstruction (with its
+                # graph) and the JVPs g'(z) v_k (without one: stop-gradient).
+                x_hat, tangents = output_and_tangents(self.decoder, z, probes)
+                trace_estimate = x.new_zeros(x.shape[0])
+                for probe, tangent in zip(probes, tangents):
+                    (row_vjp,) = torch.autograd.grad(z, x, probe, create_graph=True)
+                    trace_estimate = trace_estimate + (row_vjp * tangent).sum(dim=1)
+                volume_surrogate = -trace_estimate / self.n_probes
             else:
-                # Same gradient routing, but the encoder Jacobian is taken at
-                # the reconstruction: the naive on-manifold estimator.
-                point = x_hat.detach().requires_grad_(True)
-                code = self.encoder(point)
-            trace_estimate = x.new_zeros(x.shape[0])
-            for probe, tangent in zip(probes, tangents):
-                (row_vjp,) = torch.autograd.grad(code, point, probe, create_graph=True)
-                trace_estimate = trace_estimate + (row_vjp * tangent).sum(dim=1)
-            trace_estimate = trace_estimate / self.n_probes
-
+                x_hat = self.decoder(z)
+                volume_surrogate = self._naive_volume_surrogate(z, x_hat, probes)
             squared_error = (x - x_hat).pow(2).sum(dim=1)
             latent_nll = 0.5 * (z.pow(2).sum(dim=1) + self.n_components * math.log(2 * math.pi))
-        return squared_error, latent_nll, trace_estimate
+        return squared_error, latent_nll, volume_surrogate
+
+    def _naive_volume_surrogate(self, z: Tensor, x_hat: Tensor, probes: Tensor) -> Tensor:
+        """``mean_k v_k^T SG[f'(x_hat)] g'(z) v_k``, differentiable through ``g'(z) v_k``."""
+        # Encoder Jacobian rows v_k^T f'(x_hat) at the reconstruction, without a graph.
+        point = x_hat.detach().requires_grad_(True)
+        code = self.encoder(point)
+        # The decoder JVP g'(z) v_k must carry a graph (to the decoder's
+        # parameters and to z), so it is taken as the derivative of a VJP,
+        # J^T w, with respect to the linear slot w: that is J v, differentiable.
+        slot = torch.zeros_like(x_hat, requires_grad=True)
+        (transposed,) = torch.autograd.grad(x_hat, z, slot, create_graph=True)
+        total = z.new_zeros(z.shape[0])
+        for probe in probes:
+            (encoder_row,) = torch.autograd.grad(code, point, probe, retain_graph=True)
+            (tangent,) = torch.autograd.grad(transposed, slot, probe, create_graph=True)
+            total = total + (encoder_row.detach() * tangent).sum(dim=1)
+        return total / self.n_probes
 
     def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Per-sample FIF loss ``beta ||x - g(f(x))||^2 - log p_Z(f(x)) - trace surrogate``, shape ``(n,)``.
+        """Per-sample loss ``beta ||x - g(f(x))||^2 - log p_Z(f(x)) + volume surrogate``, shape ``(n,)``.
 
         Its value is not a likelihood (only its gradient is meaningful); the
         engine validates with :meth:`log_prob` instead. The paper's input
         noise is the engine's ``noise_std``, added before this is called.
         """
-        squared_error, latent_nll, trace_estimate = self.surrogate_terms(x)
+        squared_error, latent_nll, volume_surrogate = self.surrogate_terms(x)
         if self.training and self.n_normal > 0:
             # Running residual variance, so that validation during training
             # scores with a sensible off-manifold Gaussian.
             with torch.no_grad():
                 batch_variance = squared_error.mean() / self.n_normal
                 self.residual_variance.lerp_(batch_variance.to(self.residual_variance.dtype), self.residual_momentum)
-        return self.beta * squared_error + latent_nll - trace_estimate
+        return self.beta * squared_error + latent_nll + volume_surrogate
 
 
 class FreeFormFlow(FreeFormInjectiveFlow):

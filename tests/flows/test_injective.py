@@ -42,14 +42,13 @@ def rows(n: int = 5, n_features: int = N_FEATURES, seed: int = 1) -> torch.Tenso
     return torch.randn(n, n_features, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def exact_trace(model: FreeFormInjectiveFlow, x: torch.Tensor, at_reconstruction: bool = False) -> torch.Tensor:
-    """Per row ``tr(J_f(a) SG[J_g(f(x))])`` from full autograd Jacobians (``a = x`` or ``g(f(x))``)."""
+def exact_trace(model: FreeFormInjectiveFlow, x: torch.Tensor) -> torch.Tensor:
+    """Per row ``tr(J_f(x) SG[J_g(f(x))])`` from full autograd Jacobians."""
     traces = []
     for row in x:
         z = model.encoder(row[None])[0]
         decoder_jac = jacobian(lambda latent: model.decoder(latent[None])[0], z.detach())  # (D, d)
-        point = model.decoder(z[None])[0].detach() if at_reconstruction else row
-        encoder_jac = jacobian(lambda data: model.encoder(data[None])[0], point, create_graph=True)  # (d, D)
+        encoder_jac = jacobian(lambda data: model.encoder(data[None])[0], row, create_graph=True)  # (d, D)
         traces.append(torch.trace(encoder_jac @ decoder_jac))
     return torch.stack(traces)
 
@@ -62,16 +61,70 @@ def encoder_gradient(model: nn.Module, value: torch.Tensor) -> torch.Tensor:
     return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(gradients, parameters)])
 
 
-@pytest.mark.parametrize("encoder_jacobian_at", ["data", "reconstruction"])
-def test_surrogate_with_full_probes_gives_exact_trace_and_gradient(encoder_jacobian_at: str) -> None:
-    model = small_model(n_probes=N_COMPONENTS, encoder_jacobian_at=encoder_jacobian_at)
+def test_fif_surrogate_with_full_probes_gives_exact_trace_and_gradient() -> None:
+    model = small_model(n_probes=N_COMPONENTS)
     x = rows()
-    _, _, trace_estimate = model.surrogate_terms(x)
-    expected = exact_trace(model, x, at_reconstruction=encoder_jacobian_at == "reconstruction")
-    torch.testing.assert_close(trace_estimate, expected, rtol=1e-10, atol=1e-12)
+    _, _, volume_surrogate = model.surrogate_terms(x)
+    expected = exact_trace(model, x)
+    torch.testing.assert_close(-volume_surrogate, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
-        encoder_gradient(model, trace_estimate.sum()), encoder_gradient(model, expected.sum()), rtol=1e-9, atol=1e-12
+        encoder_gradient(model, -volume_surrogate.sum()),
+        encoder_gradient(model, expected.sum()),
+        rtol=1e-9,
+        atol=1e-12,
     )
+
+
+def exact_naive_surrogate(model: FreeFormInjectiveFlow, x: torch.Tensor) -> torch.Tensor:
+    """Per row ``tr(SG[J_f(g(f(x)))] J_g(f(x)))`` from full autograd Jacobians, the decoder's with a graph."""
+    values = []
+    for row in x:
+        z = model.encoder(row[None])[0]
+        decoder_jac = jacobian(lambda latent: model.decoder(latent[None])[0], z, create_graph=True)  # (D, d)
+        x_hat = model.decoder(z[None])[0].detach()
+        encoder_jac = jacobian(lambda data: model.encoder(data[None])[0], x_hat)  # (d, D), no graph
+        values.append(torch.trace(encoder_jac.detach() @ decoder_jac))
+    return torch.stack(values)
+
+
+def all_gradients(model: nn.Module, value: torch.Tensor) -> torch.Tensor:
+    parameters = list(model.parameters())
+    gradients = torch.autograd.grad(value, parameters, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(gradients, parameters)])
+
+
+def test_naive_surrogate_with_full_probes_gives_exact_value_and_gradient_to_both_networks() -> None:
+    model = small_model(n_probes=N_COMPONENTS, encoder_jacobian_at="reconstruction")
+    x = rows()
+    _, _, volume_surrogate = model.surrogate_terms(x)
+    expected = exact_naive_surrogate(model, x)
+    torch.testing.assert_close(volume_surrogate, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        all_gradients(model, volume_surrogate.sum()), all_gradients(model, expected.sum()), rtol=1e-9, atol=1e-12
+    )
+    decoder_gradient = torch.autograd.grad(
+        model.surrogate_terms(x)[2].sum(), list(model.decoder.parameters()), allow_unused=True
+    )
+    assert any(g is not None and torch.count_nonzero(g) > 0 for g in decoder_gradient)
+
+
+def test_naive_surrogate_gradient_is_the_log_volume_gradient_for_a_linear_pair() -> None:
+    # g(z) = A z with the encoder f = A^+ (reconstruction-optimal): the naive
+    # estimator is then exact, and the gradient of 1/2 log det(A^T A) with
+    # respect to A is A (A^T A)^-1 = (A^+)^T in closed form.
+    generator = torch.Generator().manual_seed(5)
+    matrix = torch.randn(N_FEATURES, N_COMPONENTS, generator=generator, dtype=torch.float64)
+    decoder = nn.Linear(N_COMPONENTS, N_FEATURES, bias=False).double()
+    encoder = nn.Linear(N_FEATURES, N_COMPONENTS, bias=False).double()
+    with torch.no_grad():
+        decoder.weight.copy_(matrix)
+        encoder.weight.copy_(torch.linalg.pinv(matrix))
+    model = FreeFormInjectiveFlow(
+        encoder, decoder, N_FEATURES, N_COMPONENTS, n_probes=N_COMPONENTS, encoder_jacobian_at="reconstruction"
+    ).double()
+    _, _, volume_surrogate = model.surrogate_terms(rows(1))
+    (gradient,) = torch.autograd.grad(volume_surrogate.sum(), decoder.weight)
+    torch.testing.assert_close(gradient, torch.linalg.pinv(matrix).T, rtol=1e-10, atol=1e-12)
 
 
 def test_single_probe_gradient_is_unbiased() -> None:
@@ -79,7 +132,7 @@ def test_single_probe_gradient_is_unbiased() -> None:
     x = rows(3)
     expected = encoder_gradient(model, exact_trace(model, x).sum())
     torch.manual_seed(123)
-    draws = torch.stack([encoder_gradient(model, model.surrogate_terms(x)[2].sum()) for _ in range(300)])
+    draws = torch.stack([encoder_gradient(model, -model.surrogate_terms(x)[2].sum()) for _ in range(300)])
     standard_error = draws.std(dim=0) / math.sqrt(len(draws))
     z_scores = (draws.mean(dim=0) - expected) / (standard_error + 1e-12)
     # Many parameters are tested at once: 4.5 standard errors keeps the
@@ -92,9 +145,9 @@ def test_single_probe_gradient_is_unbiased() -> None:
 
 def test_decoder_learns_only_from_reconstruction() -> None:
     model = small_model(n_probes=1)
-    _, latent_nll, trace_estimate = model.surrogate_terms(rows())
+    _, latent_nll, volume_surrogate = model.surrogate_terms(rows())
     decoder_parameters = list(model.decoder.parameters())
-    gradients = torch.autograd.grad((latent_nll - trace_estimate).sum(), decoder_parameters, allow_unused=True)
+    gradients = torch.autograd.grad((latent_nll + volume_surrogate).sum(), decoder_parameters, allow_unused=True)
     assert all(g is None or torch.count_nonzero(g) == 0 for g in gradients)
 
 
