@@ -12,6 +12,7 @@ from typing import ClassVar
 from .base import ExactFlowEstimator, shared_constraints
 from .flows.autoregressive import MADE, InverseAutoregressive, MaskedAffineAutoregressive
 from .flows.core import Bijection, Chain, ExactFlow
+from .flows.elementwise import Affine
 from .flows.linear import ActNorm
 from .nn import resolve_activation
 
@@ -56,7 +57,7 @@ class _AffineAutoregressiveDensity(ExactFlowEstimator):
                 layers.append(ActNorm(n_features))
             made = MADE(
                 n_features,
-                MaskedAffineAutoregressive.params_per_feature,
+                Affine.n_params,
                 self.hidden_dims,
                 self.activation,
                 order=autoregressive_order(n_features, index),

@@ -26,15 +26,21 @@ from skflow.continuous import CNFDensity, FlowMatchingDensity
 from skflow.flows import (
     MADE,
     ActNorm,
+    Additive,
     AdditiveCoupling,
+    Affine,
     AffineCoupling,
+    Autoregressive,
     Bijection,
     Chain,
+    Coupling,
     InverseAutoregressive,
+    Inverted,
     MaskedAffineAutoregressive,
     MaskedRationalQuadraticAutoregressive,
     Permutation,
     RationalQuadraticCoupling,
+    RationalQuadraticSpline,
 )
 from skflow.flows.linear import DiagonalScaling, InvertibleConv1x1, LULinear
 from skflow.flows.multiscale import ChannelActNorm, conv_affine_coupling
@@ -89,6 +95,12 @@ BIJECTIONS: dict[str, Callable[[int], Bijection]] = {
         d, d // 2, MLP(d // 2, (d - d // 2) * 14, (16,), "tanh"), n_bins=5
     ),
     "spline_autoregressive": lambda d: MaskedRationalQuadraticAutoregressive(MADE(d, 14, (16,), "tanh"), n_bins=5),
+    # Every elementwise map in both structures, beyond the named layers above.
+    "additive_autoregressive": lambda d: Autoregressive(MADE(d, 1, (16,), "tanh"), Additive()),
+    "affine_autoregressive_forward": lambda d: Autoregressive(MADE(d, 2, (16,), "tanh"), Affine(scale_bound=2.0)),
+    "inverted_spline_coupling": lambda d: Coupling(
+        d, d // 2, MLP(d // 2, (d - d // 2) * 14, (16,), "tanh"), Inverted(RationalQuadraticSpline(n_bins=5))
+    ),
     "diagonal_scaling": DiagonalScaling,
     "lu_linear": LULinear,
     "conv1x1": lambda d: InvertibleConv1x1((d, 1, 1)),  # channel mixing; H*W factor: tests/flows/test_glow_layers.py

@@ -1,25 +1,30 @@
 """Torch layer of skflow: invertible layers and flow models (no scikit-learn here)."""
 
-from .autoregressive import MADE, InverseAutoregressive, MaskedAffineAutoregressive
+from .autoregressive import MADE, Autoregressive, InverseAutoregressive, MaskedAffineAutoregressive
 from .core import Bijection, Chain, ExactFlow, FlowModel, StandardNormal
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling
 from .distributions import GaussianMixtureBase
+from .elementwise import Additive, Affine, ElementwiseMap, Inverted
 from .injective import FreeFormFlow, FreeFormInjectiveFlow
 from .linear import ActNorm, DiagonalScaling, InvertibleConv1x1, LULinear, Permutation
 from .multiscale import ChannelActNorm, OnLeadingFeatures, Squeeze, multiscale_glow
 from .planar import InversePlanarFlow, PlanarFlow
-from .splines import MaskedRationalQuadraticAutoregressive, RationalQuadraticCoupling
+from .splines import MaskedRationalQuadraticAutoregressive, RationalQuadraticCoupling, RationalQuadraticSpline
 
 __all__ = [
     "MADE",
     "ActNorm",
+    "Additive",
     "AdditiveCoupling",
+    "Affine",
     "AffineCoupling",
+    "Autoregressive",
     "Bijection",
     "Chain",
     "ChannelActNorm",
     "Coupling",
     "DiagonalScaling",
+    "ElementwiseMap",
     "ExactFlow",
     "FlowModel",
     "FreeFormFlow",
@@ -27,6 +32,7 @@ __all__ = [
     "GaussianMixtureBase",
     "InverseAutoregressive",
     "InversePlanarFlow",
+    "Inverted",
     "InvertibleConv1x1",
     "LULinear",
     "MaskedAffineAutoregressive",
@@ -35,6 +41,7 @@ __all__ = [
     "Permutation",
     "PlanarFlow",
     "RationalQuadraticCoupling",
+    "RationalQuadraticSpline",
     "Squeeze",
     "StandardNormal",
     "multiscale_glow",

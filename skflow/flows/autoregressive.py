@@ -9,8 +9,9 @@ the direction in which the conditioning features are *known* costs one pass
 and the other direction costs ``d`` sequential passes.
 
 * :class:`Autoregressive` owns the MADE call and the sequential inversion;
-  subclasses only say how one feature is mapped given its parameters (the
-  same ``_map``/``_unmap`` hooks as :class:`~skflow.flows.coupling.Coupling`).
+  the feature-by-feature map is an
+  :class:`~skflow.flows.elementwise.ElementwiseMap`, the same objects that
+  :class:`~skflow.flows.coupling.Coupling` applies.
 * :class:`MaskedAffineAutoregressive` is the MAF layer: data to latent in one
   pass (fast density), latent to data in ``d`` passes (slow sampling).
 * :class:`InverseAutoregressive` turns any autoregressive layer round (IAF):
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 
 from ..nn import resolve_activation
 from .core import Bijection
+from .elementwise import Affine, ElementwiseMap, Inverted
 
 __all__ = [
     "MADE",
@@ -171,50 +173,44 @@ class MADE(nn.Module):
 class Autoregressive(Bijection):
     """Generic autoregressive bijection, ``z_i = g(x_i; theta_i(x_<i))``.
 
+    The structure: a :class:`MADE` computes every feature's parameters and
+    an :class:`~skflow.flows.elementwise.ElementwiseMap` ``g`` applies them.
     ``forward`` (data to latent) computes every ``theta_i`` from the data in
     one MADE pass. ``inverse`` (latent to data) needs the data it is still
-    producing: starting from zeros it applies ``_unmap`` with parameters from
-    the current estimate ``d`` times; after pass ``k`` the first ``k``
+    producing: starting from zeros it applies ``g``'s inverse with parameters
+    from the current estimate ``d`` times; after pass ``k`` the first ``k``
     features of the order are exact, so ``d`` passes give the exact inverse.
-
-    Subclasses set ``params_per_feature`` and implement ``_map``/``_unmap``
-    on tensors of shape ``(n, d)`` with parameters ``(n, P, d)``.
 
     Parameters
     ----------
     conditioner : MADE
-        Its ``params_per_feature`` must equal the subclass's.
+        Its ``params_per_feature`` must equal ``elementwise.n_params``.
+    elementwise : ElementwiseMap
+        The map applied to each feature.
     """
 
-    params_per_feature: int = 1
-
-    def __init__(self, conditioner: MADE) -> None:
+    def __init__(self, conditioner: MADE, elementwise: ElementwiseMap) -> None:
         super().__init__()
-        if conditioner.params_per_feature != self.params_per_feature:
+        if not isinstance(elementwise, ElementwiseMap):
+            raise TypeError(f"elementwise must be an ElementwiseMap, got {type(elementwise).__name__}.")
+        if conditioner.params_per_feature != elementwise.n_params:
             raise ValueError(
-                f"{type(self).__name__} needs a MADE with params_per_feature={self.params_per_feature}, "
+                f"{type(self).__name__} needs a MADE with params_per_feature={elementwise.n_params}, "
                 f"got {conditioner.params_per_feature}."
             )
         self.n_features = conditioner.n_features
         self.n_context = conditioner.n_context
         self.conditioner = conditioner
-
-    def _map(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Elementwise forward map; returns (z, log_abs_det)."""
-        raise NotImplementedError
-
-    def _unmap(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Inverse of :meth:`_map`; returns (x, log_abs_det of the inverse)."""
-        raise NotImplementedError
+        self.elementwise = elementwise
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._map(x, self.conditioner(x, context))
+        return self.elementwise(x, self.conditioner(x, context))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = torch.zeros_like(z)
         log_abs_det = z.new_zeros(z.shape[0])
         for _ in range(self.n_features):
-            x, log_abs_det = self._unmap(z, self.conditioner(x, context))
+            x, log_abs_det = self.elementwise.inverse(z, self.conditioner(x, context))
         return x, log_abs_det
 
 
@@ -222,9 +218,11 @@ class MaskedAffineAutoregressive(Autoregressive):
     """MAF layer: ``z_i = (x_i - mu_i(x_<i)) * exp(-a_i(x_<i))``.
 
     Density evaluation (data to latent) is one pass; sampling is ``d``
-    sequential passes. ``log |det dz/dx| = -sum_i a_i``. The log-scale is
-    soft-clamped, ``a = bound * tanh(a_raw / bound)``, so no layer rescales a
-    feature by more than ``exp(bound)``: inverses and training stay stable.
+    sequential passes. ``log |det dz/dx| = -sum_i a_i``. This is the
+    :class:`~skflow.flows.elementwise.Affine` map read in the generative
+    direction, ``x_i = z_i * exp(a_i) + mu_i``, with its soft-clamped
+    log-scale ``a = bound * tanh(a_raw / bound)``: no layer rescales a
+    feature by more than ``exp(bound)``.
 
     Parameters
     ----------
@@ -234,25 +232,8 @@ class MaskedAffineAutoregressive(Autoregressive):
         Bound on ``|a_i|``.
     """
 
-    params_per_feature = 2
-
     def __init__(self, conditioner: MADE, scale_bound: float = 3.0) -> None:
-        super().__init__(conditioner)
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive, got {scale_bound}.")
-        self.scale_bound = scale_bound
-
-    def _shift_and_log_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        shift, raw_log_scale = params.unbind(dim=1)
-        return shift, self.scale_bound * torch.tanh(raw_log_scale / self.scale_bound)
-
-    def _map(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        shift, log_scale = self._shift_and_log_scale(params)
-        return (x - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
-
-    def _unmap(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        shift, log_scale = self._shift_and_log_scale(params)
-        return z * torch.exp(log_scale) + shift, log_scale.sum(dim=1)
+        super().__init__(conditioner, Inverted(Affine(scale_bound)))
 
 
 class InverseAutoregressive(Bijection):

@@ -7,7 +7,8 @@ of ``[-B, B]`` onto itself made of ``K`` rational-quadratic pieces
 Outside ``[-B, B]`` it is the identity, and its derivative at ``+-B`` is fixed
 to 1, so the whole map is continuously differentiable on the real line.
 
-Two layers use it: :class:`RationalQuadraticCoupling` (parameters from a
+:class:`RationalQuadraticSpline` wraps it as an elementwise map, which the
+two structures apply: :class:`RationalQuadraticCoupling` (parameters from a
 coupling conditioner, one pass both ways) and
 :class:`MaskedRationalQuadraticAutoregressive` (parameters from a MADE, one
 pass for density, ``d`` passes for sampling).
@@ -16,6 +17,7 @@ pass for density, ``d`` passes for sampling).
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor, nn
@@ -23,10 +25,12 @@ from torch.nn import functional as F
 
 from .autoregressive import MADE, Autoregressive
 from .coupling import Coupling
+from .elementwise import ElementwiseMap
 
 __all__ = [
     "MaskedRationalQuadraticAutoregressive",
     "RationalQuadraticCoupling",
+    "RationalQuadraticSpline",
     "rational_quadratic_spline",
     "spline_params_per_feature",
 ]
@@ -171,14 +175,34 @@ def rational_quadratic_spline(
     return outputs, log_abs_derivative
 
 
-class _SplineMixin:
-    """Splits ``(n, 3K - 1, d)`` conditioner outputs into spline parameters."""
+class RationalQuadraticSpline(ElementwiseMap):
+    """The monotone rational-quadratic spline as an elementwise map.
 
-    n_bins: int
-    tail_bound: float
+    Each feature gets its own spline on ``[-B, B]`` (identity outside) from
+    ``3K - 1`` parameters: ``K`` raw widths, ``K`` raw heights and ``K - 1``
+    raw interior derivatives, in that order along the parameter axis. All-zero
+    parameters give the identity.
+
+    Parameters
+    ----------
+    n_bins : int, default=8
+        Number of pieces ``K``, at least 2.
+    tail_bound : float, default=3.0
+        ``B``, positive and finite.
+    """
+
+    def __init__(self, n_bins: int = 8, tail_bound: float = 3.0) -> None:
+        super().__init__()
+        if isinstance(n_bins, bool) or not isinstance(n_bins, Integral) or n_bins < 2:
+            raise ValueError(f"n_bins must be an integer of at least 2, got {n_bins!r}.")
+        if isinstance(tail_bound, bool) or not (isinstance(tail_bound, Real) and 0 < tail_bound < math.inf):
+            raise ValueError(f"tail_bound must be a positive finite number, got {tail_bound!r}.")
+        self.n_bins = int(n_bins)
+        self.tail_bound = float(tail_bound)
+        self.n_params = spline_params_per_feature(self.n_bins)
 
     def _spline(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        # (n, P, d) -> (n, d, P): one parameter vector per transformed feature.
+        # (n, P, m) -> (n, m, P): one parameter vector per transformed feature.
         params = params.transpose(1, 2).contiguous()
         raw_widths, raw_heights, raw_derivatives = params.split([self.n_bins, self.n_bins, self.n_bins - 1], dim=-1)
         outputs, log_derivative = rational_quadratic_spline(
@@ -186,21 +210,25 @@ class _SplineMixin:
         )
         return outputs, log_derivative.sum(dim=1)
 
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(x, params, inverse=False)
 
-def _check_spline_settings(n_bins: int, tail_bound: float) -> None:
-    if n_bins < 2:
-        raise ValueError(f"n_bins must be at least 2, got {n_bins}.")
-    if not tail_bound > 0:
-        raise ValueError(f"tail_bound must be positive, got {tail_bound}.")
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(y, params, inverse=True)
+
+    def extra_repr(self) -> str:
+        return f"n_bins={self.n_bins}, tail_bound={self.tail_bound:g}"
 
 
-class RationalQuadraticCoupling(_SplineMixin, Coupling):
+class RationalQuadraticCoupling(Coupling):
     """Neural spline coupling layer: ``y_b = RQS(x_b; theta(x_a))``.
 
-    Each transformed feature goes through its own monotone rational-quadratic
-    spline on ``[-B, B]`` (identity outside) whose ``3K - 1`` parameters come
-    from the conditioner. A zero-initialised last conditioner layer makes the
-    layer start as the identity.
+    A :class:`~skflow.flows.coupling.Coupling` with the
+    :class:`RationalQuadraticSpline` map: each transformed feature goes
+    through its own monotone rational-quadratic spline on ``[-B, B]``
+    (identity outside) whose ``3K - 1`` parameters come from the
+    conditioner. A zero-initialised last conditioner layer makes the layer
+    start as the identity.
 
     Parameters
     ----------
@@ -223,25 +251,16 @@ class RationalQuadraticCoupling(_SplineMixin, Coupling):
         n_bins: int = 8,
         tail_bound: float = 3.0,
     ) -> None:
-        _check_spline_settings(n_bins, tail_bound)
-        # Instance attribute: Coupling._params reads it to shape the output.
-        self.params_per_feature = spline_params_per_feature(n_bins)
-        super().__init__(n_features, n_identity, conditioner, flip)
-        self.n_bins = n_bins
-        self.tail_bound = tail_bound
-
-    def _map(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return self._spline(x, params, inverse=False)
-
-    def _unmap(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return self._spline(y, params, inverse=True)
+        super().__init__(n_features, n_identity, conditioner, RationalQuadraticSpline(n_bins, tail_bound), flip)
 
 
-class MaskedRationalQuadraticAutoregressive(_SplineMixin, Autoregressive):
+class MaskedRationalQuadraticAutoregressive(Autoregressive):
     """Autoregressive neural spline layer: ``z_i = RQS(x_i; theta_i(x_<i))``.
 
-    Parameters come from a :class:`~skflow.flows.autoregressive.MADE`, so
-    density evaluation is one pass and sampling ``d`` sequential passes.
+    An :class:`~skflow.flows.autoregressive.Autoregressive` structure with
+    the :class:`RationalQuadraticSpline` map: parameters come from a
+    :class:`~skflow.flows.autoregressive.MADE`, so density evaluation is one
+    pass and sampling ``d`` sequential passes.
 
     Parameters
     ----------
@@ -252,14 +271,4 @@ class MaskedRationalQuadraticAutoregressive(_SplineMixin, Autoregressive):
     """
 
     def __init__(self, conditioner: MADE, n_bins: int = 8, tail_bound: float = 3.0) -> None:
-        _check_spline_settings(n_bins, tail_bound)
-        self.params_per_feature = spline_params_per_feature(n_bins)
-        super().__init__(conditioner)
-        self.n_bins = n_bins
-        self.tail_bound = tail_bound
-
-    def _map(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return self._spline(x, params, inverse=False)
-
-    def _unmap(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return self._spline(z, params, inverse=True)
+        super().__init__(conditioner, RationalQuadraticSpline(n_bins, tail_bound))

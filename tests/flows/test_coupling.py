@@ -81,10 +81,9 @@ def test_invalid_split_raises(n_identity: int) -> None:
         AffineCoupling(3, n_identity, nn.Identity())
 
 
-def test_coupling_base_class_has_no_map() -> None:
-    layer = Coupling(2, 1, nn.Linear(1, 1))
-    with pytest.raises(NotImplementedError):
-        layer(torch.zeros(1, 2))
+def test_coupling_needs_an_elementwise_map() -> None:
+    with pytest.raises(TypeError, match="ElementwiseMap"):
+        Coupling(2, 1, nn.Linear(1, 1), nn.Identity())  # type: ignore[arg-type]
 
 
 def test_context_conditions_the_map() -> None:
