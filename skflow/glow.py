@@ -10,13 +10,13 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from ._builders import check_coupling_features
 from .base import ExactFlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AffineCoupling
 from .flows.linear import ActNorm, LULinear
 from .flows.multiscale import check_image_shape, multiscale_glow
 from .nn import MLP, resolve_activation
-from .realnvp import check_coupling_features
 
 __all__ = ["GlowDensity"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ._builders import autoregressive_order
 from .base import ExactFlowEstimator, shared_constraints
 from .flows.autoregressive import MADE, InverseAutoregressive, MaskedAffineAutoregressive
 from .flows.core import Bijection, Chain, ExactFlow
@@ -16,21 +17,11 @@ from .flows.elementwise import Affine
 from .flows.linear import ActNorm
 from .nn import resolve_activation
 
-__all__ = ["IAFDensity", "MAFDensity", "autoregressive_order"]
+__all__ = ["IAFDensity", "MAFDensity"]
 
 _AFFINE_CONSTRAINTS: dict = {
     **shared_constraints("n_layers", "hidden_dims", "activation", "scale_bound", "actnorm"),
 }
-
-
-def autoregressive_order(n_features: int, layer_index: int) -> list[int]:
-    """Variable order of layer ``layer_index``: natural, reversed on odd layers.
-
-    Reversing between layers lets the features that were conditioned on least
-    in one layer be conditioned on most in the next.
-    """
-    order = list(range(n_features))
-    return order[::-1] if layer_index % 2 else order
 
 
 class _AffineAutoregressiveDensity(ExactFlowEstimator):

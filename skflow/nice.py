@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ._builders import check_coupling_features, coupling_stack
 from .base import ExactFlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AdditiveCoupling
 from .flows.linear import DiagonalScaling
 from .nn import MLP, resolve_activation
-from .realnvp import check_coupling_features, coupling_stack
 
 __all__ = ["NICEDensity"]
 

@@ -2,69 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
-import torch
-
-from .base import ExactFlowEstimator, FlowEstimator, shared_constraints
+from ._builders import check_coupling_features, coupling_stack
+from .base import ExactFlowEstimator, shared_constraints
 from .flows.core import Bijection, Chain, ExactFlow
 from .flows.coupling import AffineCoupling
-from .flows.linear import ActNorm, Permutation
+from .flows.linear import ActNorm
 from .nn import MLP, resolve_activation
 
-__all__ = ["RealNVPDensity", "check_coupling_features", "coupling_stack"]
-
-
-def check_coupling_features(estimator: FlowEstimator, n_features: int) -> None:
-    """Coupling flows split the features in two, so they need at least two."""
-    if n_features < 2:
-        raise ValueError(
-            f"{type(estimator).__name__} needs at least 2 features, got {n_features} feature(s); "
-            "a coupling layer splits the features in two."
-        )
-
-
-def coupling_stack(
-    n_features: int,
-    n_layers: int,
-    permutation: str,
-    make_coupling: Callable[[int, bool], Bijection],
-) -> list[list[Bijection]]:
-    """Coupling layers interleaved with feature mixing, one list per layer.
-
-    ``make_coupling(kept, flip)`` builds one coupling that leaves ``kept``
-    features unchanged (the first ones, or the last ones when ``flip``).
-
-    ``"alternate"`` alternates which half is kept. ``"random"`` inserts a
-    fixed random permutation (drawn from torch's seeded generator) before each
-    coupling, redrawn whenever it would make a coupling transform exactly the
-    features its predecessor transformed: with two features that would
-    otherwise happen half the time and waste the layer.
-
-    Returns
-    -------
-    layers : list of list of Bijection
-        Per coupling, the mixing bijections followed by the coupling.
-    """
-    kept_first = n_features // 2
-    if permutation == "alternate":
-        return [
-            [make_coupling(n_features - kept_first if index % 2 else kept_first, bool(index % 2))]
-            for index in range(n_layers)
-        ]
-    arrangement = torch.arange(n_features)  # original feature at each position
-    previously_transformed: set[int] = set()
-    stack = []
-    for _ in range(n_layers):
-        for _attempt in range(100):
-            order = torch.randperm(n_features)
-            transformed = set(arrangement[order][kept_first:].tolist())
-            if transformed != previously_transformed:
-                break
-        arrangement, previously_transformed = arrangement[order], transformed
-        stack.append([Permutation(order), make_coupling(kept_first, False)])
-    return stack
+__all__ = ["RealNVPDensity"]
 
 
 class RealNVPDensity(ExactFlowEstimator):

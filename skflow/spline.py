@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._builders import autoregressive_order, check_coupling_features, coupling_stack
 from .base import ExactFlowEstimator, shared_constraints
 from .flows.autoregressive import MADE
 from .flows.core import Bijection, Chain, ExactFlow
@@ -17,9 +18,7 @@ from .flows.splines import (
     RationalQuadraticCoupling,
     spline_params_per_feature,
 )
-from .maf import autoregressive_order
 from .nn import MLP, resolve_activation
-from .realnvp import check_coupling_features, coupling_stack
 
 __all__ = ["NeuralSplineDensity"]
 
