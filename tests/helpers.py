@@ -18,6 +18,14 @@ from torch import nn
 from tests.registry import FAST_ESTIMATORS
 
 
+def all_subclasses(cls: type) -> set[type]:
+    """Every class that inherits from ``cls``, at any depth (imported ones only)."""
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | all_subclasses(sub)
+    return found
+
+
 def estimator_id(index: int) -> str:
     """Readable test id of the ``index``-th registered estimator."""
     return f"{index}-{type(FAST_ESTIMATORS[index]).__name__}"

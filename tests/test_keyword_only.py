@@ -15,13 +15,7 @@ from sklearn.base import BaseEstimator
 
 import skflow
 from skflow import FlowEstimator, RealNVPDensity
-
-
-def _all_subclasses(cls: type) -> set[type]:
-    found = set()
-    for sub in cls.__subclasses__():
-        found |= {sub} | _all_subclasses(sub)
-    return found
+from tests.helpers import all_subclasses
 
 
 def _estimator_classes() -> list[type]:
@@ -31,7 +25,7 @@ def _estimator_classes() -> list[type]:
         if isinstance(obj := getattr(skflow, name), type) and issubclass(obj, BaseEstimator)
     }
     # Only classes of the library itself: tests define throwaway subclasses too.
-    library = {cls for cls in _all_subclasses(FlowEstimator) if cls.__module__.startswith("skflow.")}
+    library = {cls for cls in all_subclasses(FlowEstimator) if cls.__module__.startswith("skflow.")}
     return sorted(public | library, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
 
 

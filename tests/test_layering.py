@@ -18,13 +18,7 @@ import pytest
 
 import skflow
 from skflow.base import FlowEstimator
-
-
-def _all_subclasses(cls: type) -> set[type]:
-    found = set()
-    for sub in cls.__subclasses__():
-        found |= {sub} | _all_subclasses(sub)
-    return found
+from tests.helpers import all_subclasses
 
 
 def _family_modules() -> set[str]:
@@ -33,7 +27,7 @@ def _family_modules() -> set[str]:
     for info in pkgutil.walk_packages(skflow.__path__, "skflow."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
-    modules = {cls.__module__ for cls in _all_subclasses(FlowEstimator)}
+    modules = {cls.__module__ for cls in all_subclasses(FlowEstimator)}
     return {name for name in modules if name.startswith("skflow.") and name != "skflow.base"}
 
 
