@@ -143,9 +143,11 @@ dequantized_features_, n_features_in_, feature_names_in_
             )
         return shape
 
-    def _standardisation_for(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _standardisation_for(
+        self, X: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.image_shape is None:
-            return super()._standardisation_for(X)
+            return super()._standardisation_for(X, sample_weight)
         self._checked_image_shape(X.shape[1])
         n_features = X.shape[1]
         if self.n_intensity_levels is not None:
@@ -158,8 +160,10 @@ dequantized_features_, n_features_in_, feature_names_in_
             # (x + 1/2) / K maps the dequantisation bins [k - 1/2, k + 1/2) onto [k/K, (k+1)/K).
             return np.full(n_features, -0.5), np.full(n_features, float(levels))
         # One scale for all pixels keeps the convolutions' weight sharing meaningful.
-        scale = float(X.std())
-        return np.full(n_features, float(X.mean())), np.full(n_features, scale if scale > 0 else 1.0)
+        pixel_weights = None if sample_weight is None else np.broadcast_to(sample_weight[:, None], X.shape)
+        mean = float(np.average(X, weights=pixel_weights))
+        scale = float(np.sqrt(np.average((X - mean) ** 2, weights=pixel_weights)))
+        return np.full(n_features, mean), np.full(n_features, scale if scale > 0 else 1.0)
 
     def build_model(self, n_features: int) -> ExactFlow:
         resolve_activation(self.activation)

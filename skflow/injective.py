@@ -76,7 +76,9 @@ def _select_with_encoder_volume(model: FreeFormInjectiveFlow) -> FreeFormInjecti
     return model
 
 
-def _scale_including_dequantization(estimator: FlowEstimator, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _scale_including_dequantization(
+    estimator: FlowEstimator, X: np.ndarray, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Standardise dequantised columns by the spread of what the networks see in training.
 
     A dequantised column is trained on ``x + u``, ``u`` uniform on a bin of
@@ -91,9 +93,10 @@ def _scale_including_dequantization(estimator: FlowEstimator, X: np.ndarray) -> 
     trained. Any positive scale keeps ``score_samples`` an exact density in
     the user's units (its log-det is added as usual).
     """
-    mean, scale = FlowEstimator._standardisation_for(estimator, X)
+    mean, scale = FlowEstimator._standardisation_for(estimator, X, sample_weight)
     widths = estimator._dequantization_widths(X)
-    trained_spread = np.sqrt(X.var(axis=0) + widths**2 / 12.0)
+    variance = np.average((X - mean) ** 2, axis=0, weights=sample_weight)
+    trained_spread = np.sqrt(variance + widths**2 / 12.0)
     return mean, np.where(widths > 0, trained_spread, scale)
 
 
@@ -244,7 +247,10 @@ dequantized_features_, n_features_in_, feature_names_in_
     # exactly that (the reconstruction target is the noisy input).
     noise_std: float = 0.01
 
-    _expected_failed_checks: ClassVar[dict[str, str]] = {"skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED}
+    _expected_failed_checks: ClassVar[dict[str, str]] = {
+        **FlowEstimator._expected_failed_checks,
+        "skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED,
+    }
 
     _parameter_constraints: ClassVar[dict] = {
         **FlowEstimator._parameter_constraints,
@@ -271,8 +277,10 @@ dequantized_features_, n_features_in_, feature_names_in_
         )
         return _select_with_encoder_volume(model)
 
-    def _standardisation_for(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _scale_including_dequantization(self, X)
+    def _standardisation_for(
+        self, X: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _scale_including_dequantization(self, X, sample_weight)
 
     def _after_fit(self, rows: Tensor) -> None:
         # Maximum-likelihood residual variance on all training rows (the
@@ -388,7 +396,10 @@ class FreeFormFlowDensity(FlowEstimator):
     encoder: Callable | None = None
     decoder: Callable | None = None
 
-    _expected_failed_checks: ClassVar[dict[str, str]] = {"skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED}
+    _expected_failed_checks: ClassVar[dict[str, str]] = {
+        **FlowEstimator._expected_failed_checks,
+        "skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED,
+    }
 
     _parameter_constraints: ClassVar[dict] = {
         **FlowEstimator._parameter_constraints,
@@ -400,8 +411,10 @@ class FreeFormFlowDensity(FlowEstimator):
         model = FreeFormFlow(encoder, decoder, n_features, beta=self.beta, n_probes=self.n_probes)
         return _select_with_encoder_volume(model)
 
-    def _standardisation_for(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _scale_including_dequantization(self, X)
+    def _standardisation_for(
+        self, X: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _scale_including_dequantization(self, X, sample_weight)
 
     def _after_fit(self, rows: Tensor) -> None:
         self.model_.volume_jacobian = "decoder"

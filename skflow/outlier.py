@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, has_fit_parameter, validate_data
 
 __all__ = ["DensityOutlierDetector", "average_precision_scorer", "roc_auc_scorer"]
 
@@ -45,13 +45,17 @@ def _finite_or_floor(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), -np.inf, values)
 
 
-def _lower_quantile(values: np.ndarray, fraction: float) -> float:
+def _lower_quantile(values: np.ndarray, fraction: float, weights: np.ndarray | None = None) -> float:
     """The ``fraction`` quantile, interpolated when possible.
 
     Linear interpolation (as IsolationForest uses) puts ``fraction`` of the
     points strictly below the threshold; it is undefined next to -inf, where
-    the nearest actual value is used instead.
+    the nearest actual value is used instead. With ``weights`` (shape
+    ``(n,)``), the weighted inverted-CDF quantile (numpy's only weighted
+    method): an integer weight counts as that many copies of the value.
     """
+    if weights is not None:
+        return float(np.percentile(values, 100.0 * fraction, weights=weights, method="inverted_cdf"))
     threshold = float(np.percentile(values, 100.0 * fraction))
     if not np.isfinite(threshold):
         threshold = float(np.percentile(values, 100.0 * fraction, method="lower"))
@@ -183,7 +187,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         return clone(self.estimator)
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any = None) -> DensityOutlierDetector:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> DensityOutlierDetector:
         """Fit the density estimator and set the outlier threshold.
 
         Parameters
@@ -192,6 +196,11 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
             Training rows (they may contain some outliers).
         y : None
             Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative row weights, passed to the estimator's ``fit``
+            (which must accept them) and used for the threshold statistics
+            (weighted median, spread and quantiles); rows of weight 0 are
+            left out entirely.
 
         Returns
         -------
@@ -200,7 +209,17 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
         X = X.astype(np.float64, copy=False)
-        estimator = self._new_estimator().fit(X)
+        weights = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+            probe = self._new_estimator()
+            if not has_fit_parameter(probe, "sample_weight"):
+                raise TypeError(
+                    f"sample_weight was given, but {type(probe).__name__}.fit does not accept sample_weight; "
+                    "use an estimator that does (every skflow family does)."
+                )
+            X, weights = X[weights > 0], weights[weights > 0]
+        estimator = self._fit_estimator(X, weights)
         log_density = self._log_density(estimator, X)
         self.n_trimmed_ = 0
         if self.trim_fraction > 0:
@@ -208,23 +227,32 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
             # are where contamination of the training data concentrates.
             n_keep = len(X) - int(np.floor(self.trim_fraction * len(X)))
             if n_keep >= 2:
-                keep = np.argsort(-log_density, kind="stable")[:n_keep]
-                estimator = self._new_estimator().fit(X[np.sort(keep)])
+                keep = np.sort(np.argsort(-log_density, kind="stable")[:n_keep])
+                estimator = self._fit_estimator(X[keep], None if weights is None else weights[keep])
                 log_density = self._log_density(estimator, X)
                 self.n_trimmed_ = len(X) - n_keep
         self.estimator_ = estimator
-        finite = log_density[np.isfinite(log_density)]
-        self.train_log_density_median_ = float(np.median(finite)) if finite.size else 0.0
-        spread = _MAD_TO_STD * np.median(np.abs(finite - self.train_log_density_median_)) if finite.size else 0.0
+        finite = np.isfinite(log_density)
+        if finite.any():
+            finite_weights = None if weights is None else weights[finite]
+            median = _lower_quantile(log_density[finite], 0.5, finite_weights)
+            spread = _MAD_TO_STD * _lower_quantile(np.abs(log_density[finite] - median), 0.5, finite_weights)
+        else:
+            median, spread = 0.0, 0.0
+        self.train_log_density_median_ = float(median)
         self.train_log_density_spread_ = float(spread) if np.isfinite(spread) and spread > 0 else 1.0
         scores = self._score_from_log_density(log_density)
         if self.contamination == "auto":
-            first, third = _lower_quantile(scores, 0.25), _lower_quantile(scores, 0.75)
+            first, third = _lower_quantile(scores, 0.25, weights), _lower_quantile(scores, 0.75, weights)
             iqr = third - first if np.isfinite(third - first) else 0.0
             self.offset_ = float(first - 1.5 * iqr)
         else:
-            self.offset_ = _lower_quantile(scores, float(self.contamination))
+            self.offset_ = _lower_quantile(scores, float(self.contamination), weights)
         return self
+
+    def _fit_estimator(self, X: np.ndarray, weights: np.ndarray | None) -> Any:
+        estimator = self._new_estimator()
+        return estimator.fit(X) if weights is None else estimator.fit(X, sample_weight=weights)
 
     @staticmethod
     def _log_density(estimator: Any, X: np.ndarray) -> np.ndarray:

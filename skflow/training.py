@@ -30,6 +30,7 @@ import torch
 from sklearn.model_selection import GroupShuffleSplit
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, ProgressBar
+from skorch.dataset import Dataset
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
@@ -45,9 +46,18 @@ class _NonFiniteLoss(Exception):
 
 
 class _MeanLoss(nn.Module):
-    """skorch criterion: the network already returns per-sample losses."""
+    """skorch criterion: the network already returns per-sample losses.
+
+    skorch's target slot carries the sample weights (normalised to mean 1 on
+    each side of the split, see :func:`_weighted_side`), or an empty
+    placeholder without weights. ``mean(w * loss)`` rather than a per-batch
+    ``sum(w * loss) / sum(w)``: skorch averages batch losses weighted by
+    batch size, which then gives exactly the weighted mean over an epoch.
+    """
 
     def forward(self, per_sample_loss: Tensor, target: Tensor | None = None) -> Tensor:
+        if target is not None and target.numel():
+            return (per_sample_loss * target).mean()
         return per_sample_loss.mean()
 
 
@@ -95,6 +105,28 @@ def _rows_of(dataset: Any) -> Tensor:
     return dataset.X
 
 
+def _weights_of(dataset: Any) -> Tensor | None:
+    """The sample weights behind a skorch Dataset (its ``y``), or None without weights."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        weights = _weights_of(dataset.dataset)
+        if weights is None:
+            return None
+        indices = torch.as_tensor(np.asarray(dataset.indices), dtype=torch.long)
+        return weights[indices.to(weights.device)]
+    return getattr(dataset, "y", None)
+
+
+def _weighted_side(dataset: Any, index: np.ndarray) -> Any:
+    """One side of a split; its weights rescaled to mean 1, so its loss is a weighted mean."""
+    weights = _weights_of(dataset)
+    if weights is None:
+        return torch.utils.data.Subset(dataset, index)
+    rows = _rows_of(dataset)
+    chosen = torch.as_tensor(index, dtype=torch.long, device=rows.device)
+    side = weights[chosen]
+    return Dataset(rows[chosen], side / side.mean())
+
+
 class TensorBatches:
     """Iterates mini-batches ``(X_batch, placeholder)`` sliced from one tensor.
 
@@ -104,9 +136,14 @@ class TensorBatches:
 
     def __init__(self, dataset: Any, batch_size: int = 128, shuffle: bool = False) -> None:
         self.rows = _rows_of(dataset)
+        self.weights = _weights_of(dataset)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self._placeholder = torch.zeros(0)
+
+    def _batch(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+        # Weights ride in skorch's target slot, so _MeanLoss receives them.
+        return self.rows[index], self._placeholder if self.weights is None else self.weights[index]
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
@@ -116,10 +153,10 @@ class TensorBatches:
         if self.shuffle:
             order = torch.randperm(n_rows).to(self.rows.device)
             for start in range(0, n_rows, self.batch_size):
-                yield self.rows[order[start : start + self.batch_size]], self._placeholder
+                yield self._batch(order[start : start + self.batch_size])
         else:
             for start in range(0, n_rows, self.batch_size):
-                yield self.rows[start : start + self.batch_size], self._placeholder
+                yield self._batch(slice(start, start + self.batch_size))
 
 
 # With fewer distinct rows than this, repeated rows are taken to be the
@@ -154,7 +191,7 @@ class DuplicateAwareSplit:
         groups = duplicate_groups(_rows_of(dataset))
         splitter = GroupShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
         train_index, valid_index = next(splitter.split(groups, groups=groups))
-        return torch.utils.data.Subset(dataset, train_index), torch.utils.data.Subset(dataset, valid_index)
+        return _weighted_side(dataset, train_index), _weighted_side(dataset, valid_index)
 
 
 def duplicate_groups(rows: Tensor) -> np.ndarray:
@@ -265,6 +302,7 @@ def train_model(
     verbose: int = 0,
     jitter: Tensor | None = None,
     noise_std: float = 0.0,
+    sample_weight: Tensor | None = None,
 ) -> TrainingResult:
     """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
 
@@ -302,6 +340,12 @@ def train_model(
     noise_std : float
         Standard deviation of the Gaussian noise added to training batches
         (in the units of ``X``); 0 for none.
+    sample_weight : Tensor of shape (n_samples,) or None
+        Positive weight of each row in the likelihood: the training and
+        validation losses are weighted means (each side of the split
+        rescaled to mean weight 1, so the losses stay per-row nats). An
+        integer weight ``k`` matches ``k`` copies of the row in expectation
+        over batches, and exactly with full-batch training.
 
     Returns
     -------
@@ -357,9 +401,11 @@ def train_model(
         noise_std=noise_std,
         **({"callbacks__print_log": None} if verbose < 1 else {}),
     )
+    if sample_weight is not None:
+        sample_weight = (sample_weight / sample_weight.mean()).to(X.dtype)
     diverged = False
     try:
-        net.fit(X, None)
+        net.fit(X, sample_weight)
     except _NonFiniteLoss:
         diverged = True
     history = _history_records(net.history)

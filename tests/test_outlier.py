@@ -34,12 +34,36 @@ def planted_outliers(n_inliers: int = 400, n_outliers: int = 20, seed: int = 0):
     return X, y
 
 
+_NO_WEIGHTS = "GaussianMixture.fit takes no sample_weight, so the detector raises a TypeError rather than ignore them"
+
+
+def _expected_failures(detector) -> dict[str, str]:
+    if isinstance(detector.estimator, GaussianMixture):
+        checks = ["pandas_series", "not_an_array", "list", "shape", "not_overwritten"]
+        return {
+            **{f"check_sample_weights_{name}": _NO_WEIGHTS for name in checks},
+            "check_sample_weight_equivalence_on_dense_data": _NO_WEIGHTS,
+        }
+    if isinstance(detector.estimator, RealNVPDensity):
+        key = "check_sample_weight_equivalence_on_dense_data"
+        return {key: RealNVPDensity._expected_failed_checks[key]}
+    if detector.trim_fraction > 0:
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "trim_fraction drops a share of rows, not of weight, so a repeated row is trimmed as a block"
+            )
+        }
+    return {}
+
+
 @parametrize_with_checks(
     [
         DensityOutlierDetector(estimator=tiny_flow()),
         DensityOutlierDetector(estimator=GaussianMixture(random_state=0), contamination=0.1, score_type="typicality"),
         DensityOutlierDetector(estimator=KernelDensity(bandwidth=0.5), trim_fraction=0.1),
-    ]
+    ],
+    expected_failed_checks=_expected_failures,
+    xfail_strict=True,
 )
 def test_sklearn_common_checks(estimator, check):
     check(estimator)
