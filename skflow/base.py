@@ -43,6 +43,7 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
@@ -68,7 +69,7 @@ SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
     ),
     "{shared_fitted_attributes}": (
         "model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, dequantized_features_, "
-        "dequantization_widths_, n_features_in_, feature_names_in_\n"
+        "dequantization_widths_, data_min_, data_max_, n_features_in_, feature_names_in_\n"
         "        See :class:`~skflow.base.FlowEstimator`."
     ),
 }
@@ -271,6 +272,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     dequantization_widths_ : ndarray of shape (n_features,)
         Bin width of each dequantised column, in the data's units (0 for the
         others).
+    data_min_ : ndarray of shape (n_features,)
+        Smallest training value of each column: the origin of a dequantised
+        column's grid, and with ``data_max_`` the range ``sample`` keeps
+        grid-mapped draws in.
+    data_max_ : ndarray of shape (n_features,)
+        Largest training value of each column.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -395,6 +402,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.mean_, self.scale_ = self._standardisation_for(X, sample_weight)
         self.dequantization_widths_ = self._dequantization_widths(X)
         self.dequantized_features_ = self.dequantization_widths_ > 0
+        self.data_min_, self.data_max_ = X.min(axis=0), X.max(axis=0)
         rows = self._to_tensor((X - self.mean_) / self.scale_, device)
         jitter = self._to_tensor(self.dequantization_widths_ / self.scale_, device)
         weights = None if sample_weight is None else self._to_tensor(sample_weight, device)
@@ -564,7 +572,13 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             )
         return bits_per_dim(self, X, widths)
 
-    def sample(self, n_samples: int = 1, random_state: int | np.random.RandomState | None = None) -> np.ndarray:
+    def sample(
+        self,
+        n_samples: int = 1,
+        random_state: int | np.random.RandomState | None = None,
+        *,
+        dequantized: str = "grid",
+    ) -> Any:
         """Draw rows from the fitted density.
 
         Parameters
@@ -572,20 +586,90 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         n_samples : int, default=1
         random_state : int, RandomState instance or None, default=None
             Seed of the draw; an int makes it repeatable.
+        dequantized : {"grid", "continuous"}, default="grid"
+            What to return for the columns dequantised during fit
+            (``dequantized_features_``). ``"grid"`` maps each draw to the
+            centre of the bin it fell in, ``data_min_ + k * width``, clipped
+            to the training range ``[data_min_, data_max_]``: the model gives
+            a bin's probability as the density's mass on it, so rounding a
+            continuous draw is an exact draw from the discrete distribution
+            (the clipping moves only the mass the model leaks beyond the
+            observed levels). Integer columns thus come back as integers.
+            ``"continuous"`` returns the model's continuous draw, a sample
+            of the dequantised density itself. Continuous columns are the
+            same either way.
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features)
-            Samples in the units of the training data.
+        X : ndarray or DataFrame of shape (n_samples, n_features)
+            Samples in the units of the training data. A DataFrame when
+            ``set_output(transform="pandas")`` (or the global setting) asks
+            for one, with the training column names (``feature_names_in_``,
+            else ``x0``, ``x1``, ...) and integer dtype for grid-mapped
+            columns whose grid is the integers (or a subset of them).
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        if dequantized not in ("grid", "continuous"):
+            raise ValueError(f"dequantized must be 'grid' or 'continuous', got {dequantized!r}.")
         seed = int(check_random_state(random_state).randint(_MAX_SEED))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
         with torch.no_grad():
             samples = self.model_.sample(int(n_samples), generator)
-        return samples.cpu().numpy().astype(np.float64) * self.scale_ + self.mean_
+        samples = samples.cpu().numpy().astype(np.float64) * self.scale_ + self.mean_
+        integer_columns = np.zeros(samples.shape[1], dtype=bool)
+        if dequantized == "grid":
+            samples, integer_columns = self._snap_to_grid(samples)
+        return self._output_container(samples, integer_columns)
+
+    def _snap_to_grid(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map the dequantised columns of ``samples`` to their training grids.
+
+        Returns the snapped samples and the mask of columns whose grid holds
+        integers only.
+        """
+        widths = self.dequantization_widths_
+        columns = widths > 0
+        if not columns.any():
+            return samples, columns
+        # Models fitted before data_min_ existed fall back to the integers.
+        low = getattr(self, "data_min_", np.zeros_like(widths))
+        high = getattr(self, "data_max_", np.full_like(widths, np.inf))
+        snapped = samples.copy()
+        width, origin = widths[columns], low[columns]
+        levels = np.round((samples[:, columns] - origin) / width)
+        snapped[:, columns] = np.clip(origin + levels * width, origin, high[columns])
+        integral = columns.copy()
+        integral[columns] = (width == np.round(width)) & (origin == np.round(origin))
+        # Rounding error of origin + k * width must not leave 2.9999999 in an integer column.
+        snapped[:, integral] = np.round(snapped[:, integral])
+        return snapped, integral
+
+    def _output_container(self, X: np.ndarray, integer_columns: np.ndarray | None = None) -> Any:
+        """``X`` (data-space rows) in the container ``set_output`` asks for.
+
+        Data-space outputs (``sample``, ``inverse_transform``) are named by
+        the input features, not by ``get_feature_names_out`` (the latent
+        ones), so scikit-learn's automatic wrapping, which covers
+        ``transform`` only, is applied here by hand.
+        """
+        container = _get_output_config("transform", self)["dense"]
+        if container == "default":
+            return X
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            names = np.asarray([f"x{i}" for i in range(X.shape[1])], dtype=object)
+        frame = ADAPTERS_MANAGER.adapters[container].create_container(X, None, columns=names)
+        if integer_columns is not None and integer_columns.any():
+            integer_names = [str(name) for name in np.asarray(names)[integer_columns]]
+            if hasattr(frame, "astype"):  # pandas
+                frame = frame.astype(dict.fromkeys(integer_names, "int64"))
+            else:  # polars
+                import polars as pl
+
+                frame = frame.with_columns([pl.col(name).cast(pl.Int64) for name in integer_names])
+        return frame
 
     # ------------------------------------------------------------------ #
     # Transformer side
@@ -628,7 +712,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         rows = self._standardised(X)  # first: raises NotFittedError before model_ is touched
         return self._map_rows(self.model_.encode, rows)
 
-    def inverse_transform(self, Z: Any) -> np.ndarray:
+    def inverse_transform(self, Z: Any) -> Any:
         """Map latent codes back to data space.
 
         Parameters
@@ -637,7 +721,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features)
+        X : ndarray or DataFrame of shape (n_samples, n_features)
+            Reconstructed rows, continuous in every column. A DataFrame
+            with the training column names when ``set_output`` asks for
+            one.
         """
         check_is_fitted(self)
         Z = check_array(Z, dtype="numeric").astype(np.float64, copy=False)
@@ -646,7 +733,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 f"Z has {Z.shape[1]} features, but {type(self).__name__} expects "
                 f"{self._n_features_out} latent features as input."
             )
-        return self._map_rows(self.model_.decode, Z) * self.scale_ + self.mean_
+        return self._output_container(self._map_rows(self.model_.decode, Z) * self.scale_ + self.mean_)
 
     # ------------------------------------------------------------------ #
     # Persistence and tags

@@ -227,8 +227,12 @@ def command_sample(args: argparse.Namespace) -> None:
     estimator, columns = load_model(args.model)
     if args.n_samples < 1:
         raise CommandError("-n must be a positive number of samples")
-    samples = estimator.sample(args.n_samples, random_state=args.seed)
-    write_table(pd.DataFrame(samples, columns=columns), args.out)
+    # A DataFrame keeps grid-mapped integer columns integer in the output file.
+    samples = estimator.set_output(transform="pandas").sample(
+        args.n_samples, random_state=args.seed, dequantized=args.dequantized
+    )
+    samples.columns = columns
+    write_table(samples, args.out)
 
 
 def command_demo(args: argparse.Namespace) -> None:
@@ -292,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--model", required=True, help="a model file written by 'skflow fit'")
     sample.add_argument("-n", "--n-samples", type=int, default=1000, help="number of rows (default 1000)")
     sample.add_argument("--seed", type=int, default=None, help="seed for a repeatable draw")
+    sample.add_argument(
+        "--dequantized",
+        choices=("grid", "continuous"),
+        default="grid",
+        help="columns dequantised in training: 'grid' maps draws to their values (integers stay integers, "
+        "the default), 'continuous' keeps the continuous draw",
+    )
     sample.add_argument("--out", help="output CSV/Parquet (default: CSV on standard output)")
     sample.set_defaults(handler=command_sample)
 

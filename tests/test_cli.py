@@ -151,3 +151,16 @@ def test_usage_errors_exit_2_and_every_command_has_help(
         with pytest.raises(SystemExit) as shown_help:
             main([command, "--help"])
         assert shown_help.value.code == 0 and "usage: skflow" in capsys.readouterr().out
+
+
+def test_sample_keeps_integer_columns_integer_and_in_range(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"digit": rng.integers(0, 10, 300), "x": rng.normal(size=300)}).to_csv(tmp_path / "t.csv", index=False)
+    assert run_cli("fit", "t.csv", "--model", "realnvp", *FAST, "--out", "m.skflow", cwd=tmp_path).returncode == 0
+    result = run_cli("sample", "--model", "m.skflow", "-n", "200", "--seed", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.strip().splitlines()
+    digits = [row.split(",")[0] for row in rows]
+    assert header == "digit,x" and all(digit.isdigit() and 0 <= int(digit) <= 9 for digit in digits)
+    result = run_cli("sample", "--model", "m.skflow", "-n", "20", "--dequantized", "continuous", cwd=tmp_path)
+    assert any("." in row.split(",")[0] for row in result.stdout.strip().splitlines()[1:])
