@@ -224,7 +224,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``.
     verbose : int, default=0
-        0 silent, 1 one line per epoch, 2 also a progress bar.
+        0 silent. 1 a compact, colour-free report: a line every few epochs
+        (about twenty per run) with the training loss, the validation NLL,
+        the best validation NLL so far and its epoch, the elapsed time and
+        an upper bound of the time left, then why training stopped. 2
+        skorch's table, one row per epoch (best values in ANSI colour). 3
+        also a progress bar within each epoch.
     dequantize : {"auto"} or bool, default="auto"
         Dequantise integer-valued features: during training each such value
         ``k`` is replaced by a fresh uniform draw on ``[k - 1/2, k + 1/2)``,

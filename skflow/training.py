@@ -34,6 +34,8 @@ from skorch.dataset import Dataset
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
+from .progress import ProgressReport
+
 __all__ = ["TrainingDivergedError", "TrainingResult", "train_model"]
 
 
@@ -260,6 +262,10 @@ class TrainingResult:
     diverged: bool = False
 
 
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """A skorch sink that prints nothing."""
+
+
 def _history_records(history: Any) -> list[dict[str, float]]:
     keys = ("epoch", "train_loss", "valid_loss", "dur")
     return [{key: float(row.get(key, math.nan)) for key in keys} for row in history]
@@ -333,7 +339,8 @@ def train_model(
     device : str
         Device the model and data live on.
     verbose : int
-        0 silent; 1 one line per epoch; 2 also a progress bar per epoch.
+        0 silent; 1 a compact report (:class:`~skflow.progress.ProgressReport`);
+        2 skorch's table, one row per epoch; 3 also a progress bar per epoch.
     jitter : Tensor of shape (n_features,) or None
         Dequantisation widths per feature (0 for continuous features); see
         ``_FlowNet``.
@@ -367,13 +374,21 @@ def train_model(
             (
                 "early_stopping",
                 EarlyStopping(
-                    monitor=monitor, patience=patience, threshold=1e-4, threshold_mode="abs", load_best=False
+                    monitor=monitor,
+                    patience=patience,
+                    threshold=1e-4,
+                    threshold_mode="abs",
+                    load_best=False,
+                    # At verbose=1 the compact report says why training stopped.
+                    sink=print if verbose >= 2 else _silent,
                 ),
             )
         )
     if gradient_clip is not None:
         engine_callbacks.append(("gradient_clip", GradientNormClipping(gradient_clip)))
-    if verbose >= 2:
+    if verbose == 1:
+        engine_callbacks.append(("progress_report", ProgressReport(max_epochs, monitor)))
+    if verbose >= 3:
         engine_callbacks.append(("progress_bar", ProgressBar()))
     user_callbacks = [(f"user_{i}", callback) for i, callback in enumerate(callbacks or ())]
 
@@ -399,7 +414,8 @@ def train_model(
         verbose=verbose,
         jitter=jitter,
         noise_std=noise_std,
-        **({"callbacks__print_log": None} if verbose < 1 else {}),
+        # skorch's per-epoch table (with ANSI colours) only from verbose=2.
+        **({"callbacks__print_log": None} if verbose < 2 else {}),
     )
     if sample_weight is not None:
         sample_weight = (sample_weight / sample_weight.mean()).to(X.dtype)

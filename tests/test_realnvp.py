@@ -173,7 +173,7 @@ def test_early_stopping_restores_best_weights(data) -> None:
 def test_verbose_zero_prints_nothing(data, capsys) -> None:
     RealNVPDensity(**TINY, verbose=0).fit(data)
     assert capsys.readouterr().out == ""
-    RealNVPDensity(**TINY, verbose=1).fit(data)
+    RealNVPDensity(**TINY, verbose=2).fit(data)
     assert "valid_loss" in capsys.readouterr().out
 
 

@@ -186,8 +186,10 @@ def test_tensor_batches_cover_every_row_once(shuffle: bool) -> None:
     assert sorted(seen.squeeze(1).tolist()) == [3.0, 7.0, 20.0]
 
 
-def test_verbose_zero_prints_nothing_and_one_prints_epochs(capsys) -> None:
+def test_verbose_zero_prints_nothing_one_a_report_and_two_skorchs_table(capsys) -> None:
     train_model(PoisonAfter(10**9), _gaussian_rows(), max_epochs=2, batch_size=50, lr=0.1, verbose=0)
     assert capsys.readouterr().out == ""
     train_model(PoisonAfter(10**9), _gaussian_rows(), max_epochs=2, batch_size=50, lr=0.1, verbose=1)
+    assert "ran all 2 epochs" in capsys.readouterr().out
+    train_model(PoisonAfter(10**9), _gaussian_rows(), max_epochs=2, batch_size=50, lr=0.1, verbose=2)
     assert "train_loss" in capsys.readouterr().out
