@@ -47,6 +47,7 @@ from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
+from .flows.core import FlowModel
 from .training import train_model
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
@@ -253,7 +254,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
     Attributes
     ----------
-    model_ : torch.nn.Module
+    model_ : skflow.flows.FlowModel
         The fitted flow model (in evaluation mode), working in standardised
         units.
     history_ : list of dict
@@ -350,12 +351,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     # ------------------------------------------------------------------ #
     # What a family provides
     # ------------------------------------------------------------------ #
-    def build_model(self, n_features: int) -> nn.Module:
+    def build_model(self, n_features: int) -> FlowModel:
         """Return a fresh flow model for ``n_features`` standardised features.
 
-        Called inside ``fit`` with torch's generator already seeded. The
-        returned module implements the
-        :class:`~skflow.flows.core.FlowModel` protocol.
+        Called inside ``fit`` with torch's generator already seeded.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement build_model(n_features).")
 
@@ -431,7 +430,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 noise_std=self.noise_std,
                 sample_weight=weights,
             )
-        self.model_ = model
+        self.model_: FlowModel = model
         self.device_ = device
         self.history_ = result.history
         self.n_iter_ = result.n_epochs

@@ -15,7 +15,6 @@ from typing import ClassVar
 
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from torch import Tensor
 
 from .base import FlowEstimator, shared_constraints
 from .flows.continuous import CNF, FlowMatching, SolverSettings, TimeConditionedMLP, check_smooth_activation
@@ -59,13 +58,6 @@ class _ContinuousFlowEstimator(FlowEstimator):
     def _field(self, n_state: int) -> TimeConditionedMLP:
         check_smooth_activation(self.activation)
         return TimeConditionedMLP(n_state, tuple(self.hidden_dims), self.activation)
-
-    def _after_fit(self, rows: Tensor) -> None:
-        # Validation solves used the cheap settings; from now on every
-        # density uses the accurate solver. Also drop the last training
-        # probe, which would otherwise travel in pickles.
-        self.model_.validation_solver = None
-        self.model_.dynamics.configure(None)
 
     @property
     def nfe_(self) -> int:

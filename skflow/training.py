@@ -5,9 +5,10 @@ stopping, gradient clipping, progress bars and device placement. This module
 adapts it to density models, which have no targets:
 
 * the network's "prediction" is the per-sample loss, ``model.loss(x)`` in
-  training mode and ``-model.log_prob(x)`` in evaluation mode, so validation
-  (and so early stopping) always measures held-out negative log-likelihood,
-  whatever surrogate a family trains on;
+  training mode and ``-model.validation_log_prob(x)`` in evaluation mode, so
+  validation (and so early stopping) always measures a held-out negative
+  log-likelihood, whatever surrogate a family trains on, and the model (a
+  :class:`~skflow.flows.core.FlowModel`) alone says how it is computed;
 * batches are sliced from one tensor already on the device instead of being
   collated row by row, which is where a generic DataLoader spends most of its
   time on small tabular models;
@@ -34,6 +35,7 @@ from skorch.dataset import Dataset
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
+from .flows.core import FlowModel
 from .progress import ProgressReport
 
 __all__ = ["TrainingDivergedError", "TrainingResult", "train_model"]
@@ -95,7 +97,7 @@ class _FlowNet(NeuralNet):
             if self.noise_std > 0:
                 x = x + self.noise_std * torch.randn_like(x)
             return model.loss(x)
-        return -model.log_prob(x)
+        return -model.validation_log_prob(x)
 
 
 def _rows_of(dataset: Any) -> Tensor:
@@ -292,7 +294,7 @@ def fused_optimizer_supported(model: nn.Module, device: str) -> bool:
 
 
 def train_model(
-    model: nn.Module,
+    model: FlowModel,
     X: Tensor,
     *,
     max_epochs: int,
@@ -314,8 +316,9 @@ def train_model(
 
     Parameters
     ----------
-    model : nn.Module
-        Implements ``loss(x)`` and ``log_prob(x)``; already on ``device``.
+    model : FlowModel
+        Trained on ``loss(x)``, validated on ``validation_log_prob(x)``;
+        already on ``device``.
     X : Tensor of shape (n_samples, n_features)
         Training rows, already on ``device`` and in the model's dtype.
     max_epochs, batch_size, lr, weight_decay
@@ -358,6 +361,11 @@ def train_model(
     -------
     TrainingResult
     """
+    if not isinstance(model, FlowModel):
+        raise TypeError(
+            f"The engine trains a skflow.flows.FlowModel; got {type(model).__name__}. Subclass FlowModel "
+            "(log_prob, sample, encode, decode; loss and validation_log_prob have defaults)."
+        )
     n_rows = len(X)
     n_groups = len(np.unique(duplicate_groups(X))) if validation_fraction else 0
     n_valid = math.ceil((validation_fraction or 0.0) * n_groups)

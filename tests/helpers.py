@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from torch import nn
+from torch import Tensor, nn
 
+from skflow.flows import FlowModel
 from tests.registry import FAST_ESTIMATORS
 
 
@@ -24,6 +25,23 @@ def all_subclasses(cls: type) -> set[type]:
     for sub in cls.__subclasses__():
         found |= {sub} | all_subclasses(sub)
     return found
+
+
+class DensityOnlyModel(FlowModel):
+    """Base of test doubles for the training engine, which only trains and validates.
+
+    Subclasses define ``log_prob`` (and ``loss`` when it differs from
+    ``-log_prob``); the maps the engine never calls refuse to run.
+    """
+
+    def sample(self, n_samples: int, generator: torch.Generator | None = None, context: Tensor | None = None) -> Tensor:
+        raise NotImplementedError("a test double of the engine draws no samples")
+
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        raise NotImplementedError("a test double of the engine has no latent space")
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        raise NotImplementedError("a test double of the engine has no latent space")
 
 
 def estimator_id(index: int) -> str:

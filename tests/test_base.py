@@ -12,6 +12,7 @@ from scipy.stats import binom, norm, poisson
 from skflow import RealNVPDensity
 from skflow.base import FlowEstimator, resolve_device
 from skflow.flows import ActNorm, Chain, ExactFlow, StandardNormal
+from tests.helpers import DensityOnlyModel
 
 CUDA_MISSING = "CUDA is not available on this machine"
 
@@ -26,7 +27,7 @@ class DiagonalGaussianDensity(FlowEstimator):
         self.rows_seen_by_hook_ = rows.cpu().numpy()
 
 
-class NaNForPositiveFirstFeature(torch.nn.Module):
+class NaNForPositiveFirstFeature(DensityOnlyModel):
     """A broken model: NaN log-density wherever the first feature is positive."""
 
     def log_prob(self, x, context=None):

@@ -14,6 +14,7 @@ from torch import nn
 
 from skflow.flows import ActNorm, Chain, ExactFlow, StandardNormal
 from skflow.training import TensorBatches, TrainingDivergedError, train_model
+from tests.helpers import DensityOnlyModel
 
 
 def _gaussian_rows(n: int = 200, seed: int = 0) -> torch.Tensor:
@@ -21,7 +22,7 @@ def _gaussian_rows(n: int = 200, seed: int = 0) -> torch.Tensor:
     return 2.0 + 0.5 * torch.randn(n, 2, generator=generator)
 
 
-class PoisonAfter(nn.Module):
+class PoisonAfter(DensityOnlyModel):
     """A Gaussian location model whose training loss becomes NaN after ``n_calls`` training calls."""
 
     def __init__(self, n_calls: int) -> None:

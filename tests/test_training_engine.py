@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import Tensor, nn
 
 from skflow.training import _BestWeights, fused_optimizer_supported, train_model
+from tests.helpers import DensityOnlyModel
 
 
-class _ModeRecordingGaussian(nn.Module):
+class _ModeRecordingGaussian(DensityOnlyModel):
     """Unit-variance Gaussian with a learnable mean that records the modes it runs in."""
 
     def __init__(self, n_features: int) -> None:
@@ -48,6 +50,41 @@ def test_model_trains_in_train_mode_and_validates_in_eval_mode() -> None:
     assert not model.training and not model.child.training
     # And the model learned: the mean moved towards the data's mean of 3.
     assert torch.all(model.mean > 0.5)
+
+
+class _ValidatesOnItsOwnScore(DensityOnlyModel):
+    """Trains on a Gaussian NLL but declares a different, constant validation score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(2))
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return -0.5 * (x - self.mean).pow(2).sum(dim=1)
+
+    def validation_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return x.new_full((x.shape[0],), -7.25) + 0.0 * self.mean.sum()
+
+
+def test_engine_validates_with_the_models_validation_log_prob() -> None:
+    torch.manual_seed(0)
+    result = train_model(
+        _ValidatesOnItsOwnScore(), torch.randn(100, 2), max_epochs=3, batch_size=20, lr=0.1, validation_fraction=0.2
+    )
+    assert [row["valid_loss"] for row in result.history] == [7.25, 7.25, 7.25]
+    assert all(row["train_loss"] != 7.25 for row in result.history)
+
+
+def test_engine_refuses_a_module_that_is_not_a_flow_model() -> None:
+    class LooksLikeAFlow(nn.Module):
+        def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+            return -x.pow(2).sum(dim=1)
+
+        def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+            return x.pow(2).sum(dim=1)
+
+    with pytest.raises(TypeError, match="FlowModel"):
+        train_model(LooksLikeAFlow(), torch.randn(10, 2), max_epochs=1, batch_size=5, lr=0.1)
 
 
 class _FakeNet:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from ..nn import resolve_activation
-from .core import StandardNormal
+from .core import FlowModel, StandardNormal
 
 __all__ = [
     "CNF",
@@ -226,6 +226,14 @@ class ODEDynamics(nn.Module):
         self.regularise = regularise
         self.probe = probe
         self.context = context
+
+    def __getstate__(self) -> dict:
+        # The configuration belongs to one solve (and its adjoint backward
+        # pass), never to the fitted model: the last training batch's probe
+        # and context do not travel in pickles or deep copies.
+        state = dict(self.__dict__)
+        state.update(trace_mode=None, regularise=False, probe=None, context=None)
+        return state
 
     def forward(self, t: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
         self.n_evaluations += 1
@@ -432,7 +440,7 @@ def solve_rowwise_dopri5(
     return unflatten(y)
 
 
-class ContinuousFlow(nn.Module):
+class ContinuousFlow(FlowModel):
     """A continuous normalizing flow: the shared :class:`FlowModel` machinery.
 
     Subclasses provide :meth:`loss`. Everything else (density, latent codes,
@@ -445,8 +453,8 @@ class ContinuousFlow(nn.Module):
     n_features : int
         Dimension ``d`` of the state (data plus augmented dimensions).
     solver : SolverSettings
-        Used by every solve, except validation solves when
-        ``validation_solver`` is set.
+        Used by every solve, except those of :meth:`validation_log_prob`
+        when ``validation_solver`` is set.
     evaluation_trace : {"exact", "rademacher", "gaussian"}, default="exact"
         Trace used by :meth:`log_prob`. ``"exact"`` costs ``d`` backward
         passes per function evaluation and gives the model's exact
@@ -454,9 +462,10 @@ class ContinuousFlow(nn.Module):
         give an unbiased but noisy estimate of it (probes from a fixed seed,
         so repeated calls agree).
     validation_solver : SolverSettings or None, default=None
-        While not None, :meth:`log_prob` uses these (cheaper) settings; the
-        estimator sets it during ``fit`` so that per-epoch validation stays
-        affordable and clears it afterwards.
+        Settings of :meth:`validation_log_prob`, the density the training
+        engine monitors every epoch: cheaper ones keep validation
+        affordable. None uses ``solver``. :meth:`log_prob` always uses
+        ``solver``.
 
     Attributes
     ----------
@@ -565,24 +574,37 @@ class ContinuousFlow(nn.Module):
     # ------------------------------------------------------------------ #
     # The FlowModel protocol
     # ------------------------------------------------------------------ #
-    def state_log_prob(self, z0: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of full ODE states ``z0`` (shape ``(n, n_features)``)."""
+    def state_log_prob(
+        self, z0: Tensor, context: Tensor | None = None, settings: SolverSettings | None = None
+    ) -> Tensor:
+        """Log-density of full ODE states ``z0`` (shape ``(n, n_features)``), solved with ``settings``
+        (default: ``solver``)."""
         z0, context = self.cast(z0), self.cast(context)
         trace_mode = self.evaluation_trace
         probe = None
         if trace_mode != "exact":
             generator = torch.Generator(device=z0.device).manual_seed(_EVALUATION_PROBE_SEED)
             probe = draw_probe(z0, trace_mode, generator)
-        settings = self.validation_solver if self.validation_solver is not None else self.solver
         z1, log_det = self.latent_and_log_det(z0, trace_mode, probe, context=context, settings=settings)
         return self.base.log_prob(z1) + log_det
 
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of rows ``x`` of shape ``(n, d)``; returns shape ``(n,)``."""
-        return self.state_log_prob(x, context)
+    def data_log_prob(self, x: Tensor, context: Tensor | None, settings: SolverSettings) -> Tensor:
+        """Log-density of data rows ``x`` ``(n, d)`` solved with ``settings``; shape ``(n,)``.
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
+        The one place a subclass changes how a density is computed (the
+        augmented CNF marginalises extra dimensions); :meth:`log_prob` and
+        :meth:`validation_log_prob` differ only in the settings they pass.
+        """
+        return self.state_log_prob(x, context, settings)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of rows ``x`` of shape ``(n, d)`` with the accurate ``solver``; shape ``(n,)``."""
+        return self.data_log_prob(x, context, self.solver)
+
+    def validation_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The held-out density the engine monitors: ``validation_solver``'s settings when set."""
+        settings = self.validation_solver if self.validation_solver is not None else self.solver
+        return self.data_log_prob(x, context, settings)
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Integrate data ``(n, d)`` forward to the latent ``(n, d)``."""
@@ -702,7 +724,7 @@ class CNF(ContinuousFlow):
             loss = loss + self.kinetic_weight * outputs[2] + self.jacobian_weight * outputs[3]
         return loss
 
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def data_log_prob(self, x: Tensor, context: Tensor | None, settings: SolverSettings) -> Tensor:
         """Log-density of data rows ``(n, d)``, shape ``(n,)``.
 
         Exact up to solver error without augmentation; with augmentation the
@@ -711,14 +733,14 @@ class CNF(ContinuousFlow):
         """
         x, context = self.cast(x), self.cast(context)
         if not self.n_augment:
-            return self.state_log_prob(x, context)
+            return self.state_log_prob(x, context, settings)
         n_rows, n_draws = x.shape[0], self.importance_draws.shape[0]
         draws = self.importance_draws.to(x.dtype)
         rows = x.repeat_interleave(n_draws, dim=0)
         states = torch.cat([rows, draws.repeat(n_rows, 1)], dim=1)
         if context is not None:
             context = context.repeat_interleave(n_draws, dim=0)
-        log_joint = self.state_log_prob(states, context)
+        log_joint = self.state_log_prob(states, context, settings)
         log_weights = (log_joint - self.augment_distribution.log_prob(draws).repeat(n_rows)).reshape(n_rows, n_draws)
         return torch.logsumexp(log_weights, dim=1) - math.log(n_draws)
 

@@ -1,5 +1,5 @@
 """The flow core: the bijection contract, chains, base distributions and the
-model protocol that every flow family offers the estimator layer.
+model interface that every flow family offers the estimator layer.
 
 Conventions, stated once for the whole package:
 
@@ -18,7 +18,7 @@ Nothing here imports scikit-learn.
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -139,40 +139,62 @@ class StandardNormal(nn.Module):
         )
 
 
-@runtime_checkable
-class FlowModel(Protocol):
-    """What every flow family offers the estimator layer.
+class FlowModel(nn.Module, ABC):
+    """What every flow family offers the estimator layer and the training engine.
 
-    All tensors are in the estimator's standardised units, batch first.
+    The one typed interface between the two: an estimator's ``build_model``
+    returns one, the engine trains one, and neither calls anything else. All
+    tensors are in the estimator's standardised units, batch first.
 
-    * ``log_prob(x) -> (n,)``: log-density.
-    * ``loss(x) -> (n,)``: per-sample training loss (minimised in mean).
+    * ``log_prob(x) -> (n,)``: log-density (what ``score_samples`` reports).
+    * ``loss(x) -> (n,)``: per-sample training loss, minimised in mean;
+      ``-log_prob(x)`` unless the family trains on a surrogate.
+    * ``validation_log_prob(x) -> (n,)``: the held-out score the engine
+      monitors for early stopping and for the choice of the weights kept;
+      ``log_prob(x)`` unless the family has a cheaper or, early in training,
+      more trustworthy estimate of the same density.
     * ``sample(n, generator) -> (n, d)``: draws from the model.
     * ``encode(x) -> (n, k)``: data to latent representation.
     * ``decode(z) -> (n, d)``: latent to data.
 
-    The training engine calls ``loss`` while the module is in training mode
-    and ``-log_prob`` for validation, so early stopping and model selection
-    always look at held-out likelihood, whatever surrogate a family trains on.
+    The engine calls ``loss`` while the module is in training mode and
+    ``-validation_log_prob`` in evaluation mode, so early stopping always
+    looks at a held-out likelihood, whatever surrogate a family trains on.
+    What validation measures is the model's to say: nothing outside it
+    switches its internals around training.
     """
 
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+    @abstractmethod
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of rows ``x`` of shape ``(n, d)``; returns shape ``(n,)``."""
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Per-sample training loss, shape ``(n,)``; the negative log-density by default."""
+        return -self.log_prob(x, context)
 
+    def validation_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Held-out score the engine monitors, shape ``(n,)``; :meth:`log_prob` by default."""
+        return self.log_prob(x, context)
+
+    @abstractmethod
     def sample(
         self,
         n_samples: int,
         generator: torch.Generator | None = None,
         context: Tensor | None = None,
-    ) -> Tensor: ...
+    ) -> Tensor:
+        """Draw ``n_samples`` rows, shape ``(n_samples, d)``."""
 
-    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+    @abstractmethod
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Latent representation of rows ``x``, shape ``(n, k)``."""
 
-    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor: ...
+    @abstractmethod
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Rows ``(n, d)`` of the latent codes ``z`` of shape ``(n, k)``."""
 
 
-class ExactFlow(nn.Module):
+class ExactFlow(FlowModel):
     """An exact normalizing flow: a bijection onto a base distribution.
 
     ``log p(x) = log p_Z(f(x)) + log |det J_f(x)|`` where ``f`` is the chain's
@@ -196,9 +218,6 @@ class ExactFlow(nn.Module):
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         z, log_abs_det = self.transform(x, context)
         return self.base.log_prob(z, context) + log_abs_det
-
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return -self.log_prob(x, context)
 
     def sample(
         self,

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -280,6 +281,41 @@ def test_nfe_counts_solver_evaluations() -> None:
         loose.log_prob(x)
         tight.log_prob(x)
     assert 0 < loose.nfe < tight.nfe
+
+
+def test_validation_density_uses_the_validation_solver_and_log_prob_the_accurate_one() -> None:
+    rng = np.random.default_rng(2)
+    matrix = rng.normal(scale=0.6, size=(2, 2))
+    x = rng.normal(size=(5, 2))
+    accurate = SolverSettings("rk4", n_steps=50)
+    cheap = SolverSettings("rk4", n_steps=2)
+    flow = Untrained(LinearField(matrix), 2, accurate, validation_solver=cheap).double()
+    reference = Untrained(LinearField(matrix), 2, cheap).double()
+    exact = multivariate_normal(np.zeros(2), np.eye(2)).logpdf(x @ expm(matrix).T) + np.trace(matrix)
+    with torch.no_grad():
+        validation = flow.validation_log_prob(torch.as_tensor(x)).numpy()
+        assert flow.nfe == 8  # 2 RK4 steps, 4 evaluations each
+        reported = flow.log_prob(torch.as_tensor(x)).numpy()
+        assert flow.nfe == 200
+        np.testing.assert_allclose(validation, reference.log_prob(torch.as_tensor(x)).numpy(), rtol=0, atol=1e-12)
+    assert np.allclose(reported, exact, atol=1e-6)
+    assert not np.allclose(validation, exact, atol=1e-6)  # the cheap solve is visibly different
+    # Without validation settings, validation is the accurate density.
+    torch.testing.assert_close(
+        reference.validation_log_prob(torch.as_tensor(x)), reference.log_prob(torch.as_tensor(x))
+    )
+
+
+def test_the_last_training_probe_does_not_travel_in_pickles() -> None:
+    cnf = CNF(random_field(2, seed=4), 2, SolverSettings("rk4", n_steps=2), trace_estimator="rademacher").double()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    cnf.loss(x)
+    assert cnf.dynamics.probe is not None  # kept for the adjoint's backward pass
+    copy = pickle.loads(pickle.dumps(cnf))
+    assert copy.dynamics.probe is None and copy.dynamics.trace_mode is None
+    assert cnf.dynamics.probe is not None  # pickling does not change the original
+    with torch.no_grad():
+        torch.testing.assert_close(copy.log_prob(x), cnf.log_prob(x), rtol=0, atol=0)
 
 
 def test_flow_matching_loss_is_the_regression_on_the_ot_path() -> None:

@@ -190,12 +190,11 @@ def test_manifold_log_density_matches_brute_force_jacobian() -> None:
 
 def test_encoder_volume_matches_brute_force_jacobian() -> None:
     model = small_model()
-    model.volume_jacobian = "encoder"
     x = rows(6)
     scale = torch.tensor([0.5, 2.0, 1.5, 3.0], dtype=torch.float64)
     with torch.no_grad():
-        log_density = model.log_prob_manifold(x)
-        log_density_scaled = model.log_prob_manifold(x, scale=scale)
+        log_density = model.log_prob_manifold(x, volume="encoder")
+        log_density_scaled = model.log_prob_manifold(x, scale=scale, volume="encoder")
     for index, row in enumerate(x):
         z = model.encoder(row[None])[0].detach()
         encoder_jac = jacobian(lambda data: model.encoder(data[None])[0], row)  # (d, D)
@@ -221,6 +220,32 @@ def test_full_log_density_adds_normal_space_gaussian() -> None:
         # Maximum likelihood: sum ||r||^2 / (n (D - d)).
         variance = model.fit_residual_variance(x)
     assert variance == pytest.approx(float(residual.pow(2).sum() / (6 * (N_FEATURES - N_COMPONENTS))))
+
+
+def test_validation_density_uses_the_encoder_volume_and_log_prob_the_decoder_one() -> None:
+    # The model itself says what the engine validates with: the encoder-Jacobian
+    # density (trustworthy before the decoder inverts the encoder), while
+    # log_prob keeps the paper's decoder-Jacobian one. Untrained, they differ.
+    model = small_model(seed=3)
+    model.residual_variance.fill_(0.5)
+    x = rows(5, seed=4)
+    with torch.no_grad():
+        validation = model.validation_log_prob(x)
+        reported = model.log_prob(x)
+        residual = x - model.decode(model.encode(x))
+    off_manifold = -0.5 * ((N_FEATURES - N_COMPONENTS) * math.log(2 * math.pi * 0.5) + residual.pow(2).sum(1) / 0.5)
+    for index, row in enumerate(x):
+        z = model.encoder(row[None])[0].detach()
+        log_latent = -0.5 * (z.pow(2).sum() + N_COMPONENTS * math.log(2 * math.pi))
+        encoder_jac = jacobian(lambda data: model.encoder(data[None])[0], row)  # (d, D)
+        decoder_jac = jacobian(lambda latent: model.decoder(latent[None])[0], z)  # (D, d)
+        encoder_volume = 0.5 * torch.linalg.slogdet(encoder_jac @ encoder_jac.T).logabsdet
+        decoder_volume = -0.5 * torch.linalg.slogdet(decoder_jac.T @ decoder_jac).logabsdet
+        torch.testing.assert_close(validation[index], log_latent + encoder_volume + off_manifold[index])
+        torch.testing.assert_close(reported[index], log_latent + decoder_volume + off_manifold[index])
+    assert (validation - reported).abs().min() > 1e-3
+    with pytest.raises(ValueError, match="volume"):
+        model.log_prob_manifold(x, volume="both")
 
 
 def test_free_form_flow_density_is_change_of_variables_through_decoder() -> None:
