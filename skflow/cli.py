@@ -7,8 +7,13 @@ Examples
     skflow fit data.csv --model realnvp --param n_layers=4 --out model.skflow
     skflow score data.csv --model model.skflow --out scores.csv
     skflow detect data.csv --model realnvp --contamination 0.01 --out flagged.csv
+    skflow fit gappy.csv --model maf --impute median --out model.skflow
     skflow sample --model model.skflow -n 1000 --out samples.csv
     skflow demo
+
+Missing values stop fit, score and detect with a message naming the columns,
+unless ``--dropna`` skips those rows or ``--impute mean|median`` fills them
+(a model fitted with ``--impute`` keeps its training statistics for scoring).
 
 Exit codes: 0 success, 1 a problem with the data, the model file or the
 fit (the message says which), 2 a usage error.
@@ -136,13 +141,21 @@ def make_estimator(family: str, params: dict[str, Any], verbose: int) -> Any:
     return estimator_class(**params)
 
 
-def save_model(estimator: Any, columns: list[str], path: str) -> None:
+def save_model(estimator: Any, columns: list[str], path: str, imputer: Any = None) -> None:
     joblib.dump(
-        {"format": _FILE_FORMAT, "skflow_version": __version__, "estimator": estimator, "columns": columns}, path
+        {
+            "format": _FILE_FORMAT,
+            "skflow_version": __version__,
+            "estimator": estimator,
+            "columns": columns,
+            # The training statistics of ``--impute``, reused when scoring.
+            "imputer": imputer,
+        },
+        path,
     )
 
 
-def load_model(path: str) -> tuple[Any, list[str]]:
+def load_model(path: str) -> tuple[Any, list[str], Any]:
     """Load a model written by ``skflow fit`` (a joblib file; load only trusted files)."""
     if not Path(path).exists():
         raise CommandError(f"model file not found: {path}")
@@ -152,7 +165,7 @@ def load_model(path: str) -> tuple[Any, list[str]]:
         raise CommandError(f"{path} is not a model file written by 'skflow fit' ({error}).") from error
     if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
         raise CommandError(f"{path} is not a model file written by 'skflow fit'.")
-    return payload["estimator"], payload["columns"]
+    return payload["estimator"], payload["columns"], payload.get("imputer")
 
 
 def _select_columns(table: pd.DataFrame, columns: list[str], path: str) -> pd.DataFrame:
@@ -160,6 +173,69 @@ def _select_columns(table: pd.DataFrame, columns: list[str], path: str) -> pd.Da
     if missing:
         raise CommandError(f"{path} lacks column(s) the model was fitted on: {', '.join(missing)}")
     return table[columns]
+
+
+def handle_missing(
+    table: pd.DataFrame, path: str, args: argparse.Namespace, imputer: Any = None
+) -> tuple[pd.DataFrame, np.ndarray, Any]:
+    """Apply ``--dropna`` or ``--impute`` to a table before a model sees it.
+
+    Parameters
+    ----------
+    table : DataFrame of shape (n_rows, n_columns)
+        The numeric columns the model uses.
+    path : str
+        The file the table came from, for messages.
+    args : argparse.Namespace
+        The command's options: ``dropna`` (bool) and ``impute`` (None, "mean" or "median").
+    imputer : SimpleImputer or None
+        An imputer fitted with the model (``skflow fit --impute``): its training
+        statistics fill the gaps. None: with ``--impute``, one is fitted on ``table``.
+
+    Returns
+    -------
+    table : DataFrame of shape (n_kept, n_columns)
+        Without missing values.
+    kept : ndarray of shape (n_rows,), dtype bool
+        Which input rows are in ``table`` (all of them unless ``--dropna``).
+    imputer : SimpleImputer or None
+        The imputer used (fitted), or None when nothing was imputed.
+
+    Raises
+    ------
+    CommandError
+        If the table has missing values and neither option was given (naming
+        the columns), if ``--dropna`` leaves no row, or if ``--impute`` names
+        another strategy than the imputer saved with the model.
+    """
+    missing = table.isna().to_numpy()
+    kept = np.ones(len(table), dtype=bool)
+    if args.dropna:
+        kept = ~missing.any(axis=1)
+        if not kept.any():
+            raise CommandError(f"every row of {path} has a missing value; nothing is left after --dropna.")
+        return table[kept], kept, None
+    if args.impute is None:
+        if missing.any():
+            columns = [str(column) for column, gaps in zip(table.columns, missing.any(axis=0)) if gaps]
+            raise CommandError(
+                f"{path} has missing values ({int(missing.any(axis=1).sum())} rows; columns {', '.join(columns)}). "
+                "Pass --dropna to skip those rows, or --impute mean|median to fill them."
+            )
+        return table, kept, imputer
+    from sklearn.impute import SimpleImputer
+
+    if imputer is None:
+        all_missing = [str(column) for column, empty in zip(table.columns, missing.all(axis=0)) if empty]
+        if all_missing:
+            raise CommandError(f"cannot impute columns of {path} that have no value at all: {', '.join(all_missing)}")
+        imputer = SimpleImputer(strategy=args.impute).set_output(transform="pandas").fit(table)
+    elif imputer.strategy != args.impute:
+        raise CommandError(
+            f"the model was fitted with --impute {imputer.strategy}; its training {imputer.strategy}s fill the "
+            f"gaps, so pass --impute {imputer.strategy} (or --dropna)."
+        )
+    return imputer.transform(table), kept, imputer
 
 
 def _verbosity(args: argparse.Namespace, writes_stdout: bool) -> int:
@@ -174,12 +250,13 @@ def _verbosity(args: argparse.Namespace, writes_stdout: bool) -> int:
 # ---------------------------------------------------------------------- #
 def command_fit(args: argparse.Namespace) -> None:
     table = read_table(args.data, args.drop_non_numeric)
+    table, _, imputer = handle_missing(table, args.data, args)
     estimator = make_estimator(args.model, parse_params(args.param), _verbosity(args, writes_stdout=False))
     try:
         estimator.fit(table)
     except ValueError as error:
         raise CommandError(f"fitting failed: {error}") from error
-    save_model(estimator, [str(column) for column in table.columns], args.out)
+    save_model(estimator, [str(column) for column in table.columns], args.out, imputer)
     print(
         f"fitted {type(estimator).__name__} on {table.shape[0]} rows x {table.shape[1]} columns "
         f"({getattr(estimator, 'n_iter_', '?')} epochs); mean log-likelihood {estimator.score(table):.4f}; "
@@ -189,17 +266,24 @@ def command_fit(args: argparse.Namespace) -> None:
 
 
 def command_score(args: argparse.Namespace) -> None:
-    estimator, columns = load_model(args.model)
+    estimator, columns, imputer = load_model(args.model)
     table = _select_columns(read_table(args.data, args.drop_non_numeric), columns, args.data)
-    write_table(pd.DataFrame({"log_density": estimator.score_samples(table)}), args.out)
+    table, kept, _ = handle_missing(table, args.data, args, imputer)
+    scores = pd.DataFrame({"log_density": estimator.score_samples(table)})
+    if args.dropna:
+        # Rows were skipped: say which input row (0-based) each score belongs to.
+        scores.insert(0, "row", np.flatnonzero(kept))
+    write_table(scores, args.out)
 
 
 def command_detect(args: argparse.Namespace) -> None:
     table = read_table(args.data, args.drop_non_numeric)
     if Path(args.model).suffix == ".skflow" or Path(args.model).exists():
-        estimator, columns = load_model(args.model)
+        estimator, columns, imputer = load_model(args.model)
         table = _select_columns(table, columns, args.data)
-        scores = estimator.score_samples(table)
+        complete, kept, _ = handle_missing(table, args.data, args, imputer)
+        table = table[kept]
+        scores = estimator.score_samples(complete)
         # A saved density model has no training scores here: flag the given
         # share of the rows scored now, those of lowest density.
         threshold = np.quantile(scores, args.contamination)
@@ -210,11 +294,13 @@ def command_detect(args: argparse.Namespace) -> None:
         params = {"noise_std": DETECTOR_NOISE_STD, **parse_params(args.param)}
         estimator = make_estimator(args.model, params, _verbosity(args, writes_stdout=args.out is None))
         detector = DensityOutlierDetector(estimator=estimator, contamination=args.contamination)
+        complete, kept, _ = handle_missing(table, args.data, args)
+        table = table[kept]
         try:
-            labels = detector.fit_predict(table)
+            labels = detector.fit_predict(complete)
         except ValueError as error:
             raise CommandError(f"fitting failed: {error}") from error
-        scores = detector.score_samples(table)
+        scores = detector.score_samples(complete)
         outlier = labels == -1
     result = table.copy()
     result["score"] = scores
@@ -224,7 +310,7 @@ def command_detect(args: argparse.Namespace) -> None:
 
 
 def command_sample(args: argparse.Namespace) -> None:
-    estimator, columns = load_model(args.model)
+    estimator, columns, _ = load_model(args.model)
     if args.n_samples < 1:
         raise CommandError("-n must be a positive number of samples")
     # A DataFrame keeps grid-mapped integer columns integer in the output file.
@@ -256,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--drop-non-numeric", action="store_true", help="ignore non-numeric columns instead of failing"
         )
         command.add_argument("--quiet", action="store_true", help="no progress output")
+        missing = command.add_mutually_exclusive_group()
+        missing.add_argument("--dropna", action="store_true", help="skip rows that have a missing value")
+        missing.add_argument(
+            "--impute",
+            choices=["mean", "median"],
+            help="fill missing values with each column's mean or median (of the training table when the "
+            "model was fitted with --impute, else of DATA)",
+        )
 
     fit = commands.add_parser("fit", help="fit a flow to a table and save it", description="Fit a flow and save it.")
     add_data(fit)

@@ -164,3 +164,121 @@ def test_sample_keeps_integer_columns_integer_and_in_range(tmp_path: Path) -> No
     assert header == "digit,x" and all(digit.isdigit() and 0 <= int(digit) <= 9 for digit in digits)
     result = run_cli("sample", "--model", "m.skflow", "-n", "20", "--dequantized", "continuous", cwd=tmp_path)
     assert any("." in row.split(",")[0] for row in result.stdout.strip().splitlines()[1:])
+
+
+@pytest.fixture(scope="module")
+def gappy(workdir: Path) -> Path:
+    """numeric.csv with holes: row 3 lacks 'a', row 10 lacks 'b' and 'c', row 407 (an outlier) lacks 'c'."""
+    table = pd.read_csv(workdir / "numeric.csv")
+    table.loc[3, "a"] = np.nan
+    table.loc[10, ["b", "c"]] = np.nan
+    table.loc[407, "c"] = np.nan
+    table.to_csv(workdir / "gappy.csv", index=False)
+    return workdir / "gappy.csv"
+
+
+@pytest.mark.parametrize("command", ["fit", "score", "detect"])
+def test_missing_values_without_an_option_are_named_not_a_traceback(
+    workdir: Path, gappy: Path, fitted_model: Path, command: str
+) -> None:
+    model = "realnvp" if command in ("fit", "detect") else str(fitted_model)
+    extra = ("--out", "m.skflow") if command == "fit" else ()
+    result = (
+        run_cli(command, gappy.name, "--model", model, *FAST, *extra, cwd=workdir)
+        if command != "score"
+        else (run_cli(command, gappy.name, "--model", model, cwd=workdir))
+    )
+    assert result.returncode == 1
+    assert "missing values (3 rows; columns a, b, c)" in result.stderr
+    assert "--dropna" in result.stderr and "--impute" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dropna_skips_incomplete_rows_in_fit_score_and_detect(workdir: Path, gappy: Path, fitted_model: Path) -> None:
+    fit = run_cli("fit", gappy.name, "--model", "realnvp", *FAST, "--dropna", "--out", "dropna.skflow", cwd=workdir)
+    assert fit.returncode == 0, fit.stderr
+    assert "on 405 rows x 3 columns" in fit.stderr
+
+    score = run_cli("score", gappy.name, "--model", str(fitted_model), "--dropna", "--out", "d.csv", cwd=workdir)
+    assert score.returncode == 0, score.stderr
+    scores = pd.read_csv(workdir / "d.csv")
+    assert list(scores.columns) == ["row", "log_density"]
+    assert sorted(set(range(408)) - set(scores["row"])) == [3, 10, 407]
+    # Each kept row's score is the model's log-density of that very input row.
+    import joblib
+
+    estimator = joblib.load(fitted_model)["estimator"]
+    complete = pd.read_csv(workdir / "numeric.csv").iloc[scores["row"]]
+    np.testing.assert_allclose(scores["log_density"], estimator.score_samples(complete), rtol=1e-6)
+
+    detect = run_cli(
+        "detect",
+        gappy.name,
+        "--model",
+        str(fitted_model),
+        "--dropna",
+        "--contamination",
+        "0.05",
+        "--out",
+        "dd.csv",
+        cwd=workdir,
+    )
+    assert detect.returncode == 0, detect.stderr
+    flagged = pd.read_csv(workdir / "dd.csv")
+    assert len(flagged) == 405 and not flagged[["a", "b", "c"]].isna().any().any()
+
+
+def test_impute_fills_with_training_statistics_saved_in_the_model(workdir: Path, gappy: Path) -> None:
+    fit = run_cli(
+        "fit", gappy.name, "--model", "realnvp", *FAST, "--impute", "median", "--out", "imp.skflow", cwd=workdir
+    )
+    assert fit.returncode == 0, fit.stderr
+    assert "on 408 rows x 3 columns" in fit.stderr
+    import joblib
+
+    payload = joblib.load(workdir / "imp.skflow")
+    training = pd.read_csv(gappy)
+    # The saved statistics are the training table's own column medians (NaN skipped).
+    np.testing.assert_allclose(payload["imputer"].statistics_, np.nanmedian(training.to_numpy(), axis=0))
+
+    # Scoring a one-row table with a hole: the hole is filled with the training
+    # median, not with a statistic of the (single-row) table being scored.
+    probe = pd.DataFrame({"a": [np.nan], "b": [0.5], "c": [-0.25]})
+    probe.to_csv(workdir / "probe.csv", index=False)
+    score = run_cli("score", "probe.csv", "--model", "imp.skflow", "--impute", "median", "--out", "p.csv", cwd=workdir)
+    assert score.returncode == 0, score.stderr
+    filled = probe.fillna({"a": np.nanmedian(training["a"])})
+    expected = payload["estimator"].score_samples(filled)
+    np.testing.assert_allclose(pd.read_csv(workdir / "p.csv")["log_density"], expected, rtol=1e-6)
+
+    other = run_cli("score", "probe.csv", "--model", "imp.skflow", "--impute", "mean", cwd=workdir)
+    assert other.returncode == 1 and "fitted with --impute median" in other.stderr
+
+
+def test_detect_with_a_family_imputes_and_keeps_the_input_values(workdir: Path, gappy: Path) -> None:
+    result = run_cli(
+        "detect",
+        gappy.name,
+        "--model",
+        "realnvp",
+        *FAST,
+        "--impute",
+        "mean",
+        "--contamination",
+        "0.02",
+        "--out",
+        "di.csv",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    flagged = pd.read_csv(workdir / "di.csv")
+    assert len(flagged) == 408
+    # The output shows the data as given (holes stay holes); every row is scored.
+    assert flagged[["a", "b", "c"]].isna().sum().tolist() == [1, 1, 2]
+    assert np.isfinite(flagged["score"]).all()
+    planted = np.r_[np.zeros(400), np.ones(8)]
+    assert roc_auc_score(planted, -flagged["score"]) > 0.99
+
+
+def test_dropna_and_impute_are_exclusive(workdir: Path, gappy: Path) -> None:
+    result = run_cli("score", gappy.name, "--model", "m", "--dropna", "--impute", "mean", cwd=workdir)
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
