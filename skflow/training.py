@@ -35,6 +35,7 @@ from skorch.dataset import Dataset
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
+from ._threads import share_with_concurrent_work, torch_threads
 from .flows.core import FlowModel
 from .progress import ProgressReport
 
@@ -241,6 +242,13 @@ class _BestWeights(Callback):
             module.load_state_dict(self.best_state_)
 
 
+class _ShareThreads(Callback):
+    """Gives up extra torch threads between epochs when other skflow work starts."""
+
+    def on_epoch_begin(self, net: NeuralNet, **kwargs: Any) -> None:
+        share_with_concurrent_work()
+
+
 @dataclass
 class TrainingResult:
     """What the engine reports back to the estimator.
@@ -311,6 +319,7 @@ def train_model(
     jitter: Tensor | None = None,
     noise_std: float = 0.0,
     sample_weight: Tensor | None = None,
+    n_threads: int | None = None,
 ) -> TrainingResult:
     """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
 
@@ -356,6 +365,9 @@ def train_model(
         rescaled to mean weight 1, so the losses stay per-row nats). An
         integer weight ``k`` matches ``k`` copies of the row in expectation
         over batches, and exactly with full-batch training.
+    n_threads : int or None
+        CPU threads for the loop; None sizes them to one step's work and the
+        free cores (see :func:`skflow._threads.torch_threads`).
 
     Returns
     -------
@@ -373,7 +385,7 @@ def train_model(
     monitor = "valid_loss" if use_validation else "train_loss"
 
     best_weights = _BestWeights(monitor)
-    engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights)]
+    engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
     if patience is not None:
         engine_callbacks.append(
             # Absolute threshold (nats per row): skorch's default relative one
@@ -428,8 +440,10 @@ def train_model(
     if sample_weight is not None:
         sample_weight = (sample_weight / sample_weight.mean()).to(X.dtype)
     diverged = False
+    step_macs = min(batch_size, n_rows) * sum(p.numel() for p in model.parameters())
     try:
-        net.fit(X, sample_weight)
+        with torch_threads(n_threads, macs=step_macs, device=torch.device(device)):
+            net.fit(X, sample_weight)
     except _NonFiniteLoss:
         diverged = True
     history = _history_records(net.history)

@@ -185,7 +185,10 @@ class LULinear(Bijection):
         return self.log_abs_diagonal.sum()
 
     def _multiply(self, rows: Tensor) -> Tensor:
-        return rows @ self.weight().T
+        # A contiguous W^T: with the transposed view, MKL's small-matrix
+        # kernel rounds a row differently by its position in the batch
+        # (seen at d=5), so a row's score depended on the rows around it.
+        return rows @ self.weight().T.contiguous()
 
     def _solve(self, rows: Tensor) -> Tensor:
         """``rows @ W^{-T}``: solve ``W x = y`` for every row ``y``."""
