@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,7 +43,8 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._available_if import available_if
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
@@ -62,7 +64,7 @@ _MAX_SEED = 2**31 - 1
 SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
     "{shared_training_parameters}": (
         "max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, gradient_clip, callbacks, "
-        "random_state, device, n_threads, verbose, dequantize, noise_std\n"
+        "random_state, device, n_threads, verbose, dequantize, noise_std, warm_start, accelerator\n"
         "        Training parameters shared by every family; see\n"
         "        :class:`~skflow.base.FlowEstimator`."
     ),
@@ -71,7 +73,7 @@ SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
     ),
     "{shared_fitted_attributes}": (
         "model_, history_, n_iter_, best_epoch_, mean_, scale_, device_, dequantized_features_, "
-        "dequantization_widths_, data_min_, data_max_, n_features_in_, feature_names_in_\n"
+        "dequantization_widths_, data_min_, data_max_, is_main_process_, n_features_in_, feature_names_in_\n"
         "        See :class:`~skflow.base.FlowEstimator`."
     ),
 }
@@ -265,6 +267,24 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         that makes a flow a strong outlier detector (see
         :class:`~skflow.DensityOutlierDetector`). 0 fits the density itself;
         validation rows never get noise.
+    warm_start : bool, default=False
+        When fitted already, ``fit`` continues training the current model,
+        with its optimiser state, instead of starting afresh; the
+        standardisation and dequantisation of the first fit are kept (the
+        model works in those units). :class:`~skflow.InjectiveFlowEstimator`,
+        whose fit ends with an estimate over all training rows, does not
+        support it and raises a ValueError.
+    accelerator : None, "auto" or accelerate.Accelerator, default=None
+        Train through HF Accelerate: data-parallel over the processes of an
+        ``accelerate launch`` or ``torchrun --nproc_per_node N`` run (GPUs, or
+        CPU processes with gloo), each training on its shard of every epoch
+        with gradients all-reduced, and in the accelerator's mixed precision
+        (e.g. ``accelerate launch --mixed_precision bf16``). ``"auto"``
+        creates an ``Accelerator()`` configured by the launcher; pass your own
+        ``Accelerator`` for other settings. The accelerator then chooses the
+        device (``device`` is ignored). Every rank must call ``fit`` with the
+        same data and ``random_state``; all end with the same weights. See
+        the user guide's "Scaling out".
 
     Attributes
     ----------
@@ -298,6 +318,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         grid-mapped draws in.
     data_max_ : ndarray of shape (n_features,)
         Largest training value of each column.
+    is_main_process_ : bool
+        False on every rank but the main one of a data-parallel fit (see
+        ``accelerator``): only the main process should write files.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -318,6 +341,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     verbose: int = 0
     dequantize: bool | str = "auto"
     noise_std: float = 0.0
+    warm_start: bool = False
+    accelerator: Any = None
 
     _parameter_constraints: ClassVar[dict] = {
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -334,7 +359,13 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         "verbose": ["verbose"],
         "dequantize": ["boolean", StrOptions({"auto"})],
         "noise_std": [Interval(Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "accelerator": [None, StrOptions({"auto"}), HasMethods(["prepare", "backward"])],
     }
+
+    # Why a family cannot continue training (partial_fit, warm_start), or
+    # None when it can.
+    _incremental_unsupported: ClassVar[str | None] = None
 
     # Rows per forward pass at inference. Every pass gets exactly this many
     # rows (the last one zero-padded): float32 matrix products round
@@ -407,9 +438,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self : FlowEstimator
             The fitted estimator.
         """
+        return self._keeping_state_on_failure(self._fit, X, sample_weight)
+
+    def _keeping_state_on_failure(self, method: Callable[..., None], *args: Any, **kwargs: Any) -> FlowEstimator:
         previous_state = self.__dict__.copy()
         try:
-            self._fit(X, sample_weight)
+            method(*args, **kwargs)
         except BaseException:
             # A failed fit leaves an earlier fitted state exactly as it was.
             self.__dict__.clear()
@@ -418,28 +452,66 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         return self
 
     def _fit(self, X: Any, sample_weight: Any = None) -> None:
-        X = validate_data(self, X, dtype="numeric", reset=True)  # strings rejected, as sklearn does
+        warm = self.warm_start and hasattr(self, "model_")
+        if self.warm_start:
+            self._check_incremental("warm_start=True")
+        X = validate_data(self, X, dtype="numeric", reset=not warm)  # strings rejected, as sklearn does
         X = X.astype(np.float64, copy=False)
         X, sample_weight = _drop_zero_weights(X, sample_weight)
-        device = resolve_device(self.device)
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+        if warm:
+            # Continue in the units the model was trained in.
+            self._train(
+                X, seed, sample_weight, max_epochs=self.max_epochs, validation_fraction=self.validation_fraction
+            )
+            return
         self.mean_, self.scale_ = self._standardisation_for(X, sample_weight)
+        self._start_model(
+            X, seed, sample_weight, max_epochs=self.max_epochs, validation_fraction=self.validation_fraction
+        )
+
+    def _start_model(self, X: np.ndarray, seed: int, sample_weight: np.ndarray | None, **training: Any) -> None:
+        """Set the dequantisation, build a fresh model and train it (mean_/scale_ already set)."""
         self.dequantization_widths_ = self._dequantization_widths(X)
         self.dequantized_features_ = self.dequantization_widths_ > 0
         self.data_min_, self.data_max_ = X.min(axis=0), X.max(axis=0)
+        self._optimizer_state = None
+        self.history_ = []
+        self._train(X, seed, sample_weight, fresh=True, **training)
+
+    def _train(
+        self,
+        X: np.ndarray,
+        seed: int,
+        sample_weight: np.ndarray | None,
+        *,
+        max_epochs: int,
+        validation_fraction: float | None,
+        fresh: bool = False,
+    ) -> None:
+        """Train ``model_`` (a new one when ``fresh``) on rows ``X``; later epochs add to ``history_``."""
+        accelerator = self._resolved_accelerator()
+        device = accelerator.device if accelerator is not None else resolve_device(self.device)
+        # Later calls (warm start, partial_fit) widen the range sample() keeps draws in.
+        self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
+        self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
         rows = self._to_tensor((X - self.mean_) / self.scale_, device)
         jitter = self._to_tensor(self.dequantization_widths_ / self.scale_, device)
         weights = None if sample_weight is None else self._to_tensor(sample_weight, device)
         with _seeded(seed, device):
-            model = self.build_model(X.shape[1]).to(device)
+            if fresh:
+                model = self.build_model(X.shape[1]).to(device)
+            else:
+                # A copy: a diverging continuation must not touch the fitted model.
+                model = copy.deepcopy(self.model_).to(device)
             result = train_model(
                 model,
                 rows,
-                max_epochs=self.max_epochs,
+                max_epochs=max_epochs,
                 batch_size=self.batch_size,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
-                validation_fraction=self.validation_fraction,
+                validation_fraction=validation_fraction,
                 patience=self.patience,
                 gradient_clip=self.gradient_clip,
                 callbacks=self.callbacks,
@@ -450,13 +522,105 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 noise_std=self.noise_std,
                 sample_weight=weights,
                 n_threads=self.n_threads,
+                accelerator=accelerator,
+                optimizer_state=getattr(self, "_optimizer_state", None),
             )
+        epochs_before = len(self.history_)
         self.model_: FlowModel = model
         self.device_ = device
-        self.history_ = result.history
-        self.n_iter_ = result.n_epochs
-        self.best_epoch_ = result.best_epoch
+        self.is_main_process_ = accelerator is None or bool(accelerator.is_main_process)
+        self._optimizer_state = result.optimizer_state
+        self.history_ = self.history_ + result.history
+        self.n_iter_ = len(self.history_)
+        self.best_epoch_ = epochs_before + result.best_epoch
         self._after_fit(rows)
+
+    def _resolved_accelerator(self) -> Any:
+        if self.accelerator is None:
+            return None
+        if isinstance(self.accelerator, str):  # "auto": configured by the launcher's environment
+            try:
+                from accelerate import Accelerator
+            except ImportError as error:
+                raise ImportError(
+                    "accelerator='auto' needs the accelerate package: pip install 'skflow[distributed]'."
+                ) from error
+            # accelerate treats a torchrun launch as distributed only on an
+            # accelerator device unless told cpu=True (accelerate launch --cpu
+            # says so itself); without CUDA, CPU processes with gloo are meant.
+            launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+            return Accelerator(cpu=launched and not torch.cuda.is_available())
+        return self.accelerator
+
+    def _check_incremental(self, what: str) -> None:
+        if self._incremental_unsupported is not None:
+            raise ValueError(f"{type(self).__name__} does not support {what}: {self._incremental_unsupported}")
+
+    def _supports_incremental(self) -> bool:
+        return self._incremental_unsupported is None
+
+    @available_if(_supports_incremental)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None, *, scaler: Any = None) -> FlowEstimator:
+        """One pass of training over the rows of ``X``, continuing from earlier calls.
+
+        For data that arrive in chunks or do not fit in memory. Each call
+        runs one epoch of mini-batch AdamW over the chunk (shuffled, in
+        batches of ``batch_size``), keeping the weights and the optimiser's
+        state between calls; no rows are held out and there is no early
+        stopping. The first call fixes what later calls reuse: the number of
+        features, the standardisation (from ``scaler``, or from the first
+        chunk's column means and standard deviations) and which columns are
+        dequantised (from the first chunk). A first chunk that is small or
+        unrepresentative gives a poor standardisation: pass ``scaler``
+        (e.g. a :class:`~sklearn.preprocessing.StandardScaler` fitted on a
+        sample) then. After ``fit``, ``partial_fit`` continues that model.
+        Not available for :class:`~skflow.InjectiveFlowEstimator` (its fit
+        ends with an estimate over all training rows).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A chunk of training rows.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weight of each row of the chunk (see ``fit``).
+        scaler : object with ``mean_`` and ``scale_`` of shape (n_features,), optional
+            Standardisation to use from the first call on (e.g. a fitted
+            StandardScaler); only valid on the first call.
+
+        Returns
+        -------
+        self : FlowEstimator
+        """
+        return self._keeping_state_on_failure(self._partial_fit, X, sample_weight, scaler)
+
+    def _partial_fit(self, X: Any, sample_weight: Any, scaler: Any) -> None:
+        self._check_incremental("partial_fit")
+        first = not hasattr(self, "model_")
+        if scaler is not None and not first:
+            raise ValueError("scaler is only used by the first partial_fit call; the standardisation is fixed since.")
+        X = validate_data(self, X, dtype="numeric", reset=first)
+        X = X.astype(np.float64, copy=False)
+        X, sample_weight = _drop_zero_weights(X, sample_weight)
+        # A different seed per call, so successive chunks are not shuffled alike.
+        seed = (int(check_random_state(self.random_state).randint(_MAX_SEED)) + getattr(self, "n_iter_", 0)) % _MAX_SEED
+        if not first:
+            self._train(X, seed, sample_weight, max_epochs=1, validation_fraction=None)
+            return
+        if scaler is not None:
+            mean = np.asarray(getattr(scaler, "mean_", None), dtype=np.float64)
+            scale = np.asarray(getattr(scaler, "scale_", None), dtype=np.float64)
+            if mean.shape != (X.shape[1],) or scale.shape != (X.shape[1],) or not np.all(scale > 0):
+                raise ValueError(
+                    f"scaler must have mean_ and positive scale_ of shape ({X.shape[1]},), like a fitted "
+                    "StandardScaler (with_mean=True, with_std=True)."
+                )
+            self.mean_, self.scale_ = mean, scale
+        else:
+            self.mean_, self.scale_ = self._standardisation_for(X, sample_weight)
+        self._start_model(X, seed, sample_weight, max_epochs=1, validation_fraction=None)
 
     def _integer_columns(self, X: np.ndarray) -> np.ndarray:
         """Mask of the columns to dequantise, as chosen by ``dequantize``."""

@@ -55,6 +55,11 @@ def _free_form_networks(
     )
 
 
+# Why the injective flow has no partial_fit / warm_start.
+_NOT_INCREMENTAL = (
+    "its fit ends by estimating the residual variance of the off-manifold directions on all training rows "
+    "at once, which a chunk of rows cannot provide."
+)
 _NOT_NORMALISED_WHEN_UNTRAINED = (
     "the free-form density is normalised only once the decoder inverts the encoder (and, for d < D, the "
     "off-manifold Gaussian's tube approximation holds); the 3-epoch registry fit is far from that. "
@@ -237,6 +242,7 @@ dequantized_features_, n_features_in_, feature_names_in_
         **FlowEstimator._expected_failed_checks,
         "skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED,
     }
+    _incremental_unsupported: ClassVar[str | None] = _NOT_INCREMENTAL
 
     _parameter_constraints: ClassVar[dict] = {
         **FlowEstimator._parameter_constraints,

@@ -14,7 +14,13 @@ adapts it to density models, which have no targets:
   time on small tabular models;
 * a non-finite training loss stops training at once and the best weights seen
   so far are restored (or a :class:`TrainingDivergedError` is raised when no
-  finite epoch exists), so a fit never silently returns a NaN model.
+  finite epoch exists), so a fit never silently returns a NaN model;
+* with an ``accelerate.Accelerator`` the same loop runs data-parallel through
+  skorch's :class:`~skorch.hf.AccelerateMixin`: every process (rank) trains
+  on its own shard of each epoch's shuffled rows, gradients are all-reduced by
+  DistributedDataParallel, and skorch's :class:`~skorch.history.DistributedHistory`
+  pools every rank's batch losses, so the epoch losses that drive early
+  stopping and the choice of the best weights are the same on every rank.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from sklearn.model_selection import GroupShuffleSplit
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, ProgressBar
 from skorch.dataset import Dataset
+from skorch.hf import AccelerateMixin
+from skorch.history import DistributedHistory
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
@@ -66,6 +74,34 @@ class _MeanLoss(nn.Module):
         return per_sample_loss.mean()
 
 
+class _PerSampleLoss(nn.Module):
+    """The network skorch trains: a flow model's per-sample loss as ``forward``.
+
+    ``model.loss(x)`` in training mode and ``-model.validation_log_prob(x)``
+    in evaluation mode. The loss has to be the module's ``forward`` because
+    DistributedDataParallel all-reduces gradients only for what runs through
+    its own ``__call__``; calling ``model.loss`` on the wrapped model would
+    silently train each rank on its own.
+    """
+
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.flow.loss(x) if self.training else -self.flow.validation_log_prob(x)
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def _flow_of(module: nn.Module) -> nn.Module:
+    """The flow model inside skorch's module (unwrapping DDP and _PerSampleLoss)."""
+    module = _unwrapped(module)
+    return module.flow if isinstance(module, _PerSampleLoss) else module
+
+
 class _FlowNet(NeuralNet):
     """NeuralNet whose forward pass is the flow model's loss.
 
@@ -89,16 +125,59 @@ class _FlowNet(NeuralNet):
         if self.module_.training != training:
             super()._set_training(training)
 
+    def _training_input(self, x: Tensor) -> Tensor:
+        if self.jitter is not None:
+            x = x + (torch.rand_like(x) - 0.5) * self.jitter
+        if self.noise_std > 0:
+            x = x + self.noise_std * torch.randn_like(x)
+        return x
+
     def infer(self, x: Tensor, **fit_params: Any) -> Tensor:
         x = to_tensor(x, device=self.device)
-        model = self.module_
-        if model.training:
-            if self.jitter is not None:
-                x = x + (torch.rand_like(x) - 0.5) * self.jitter
-            if self.noise_std > 0:
-                x = x + self.noise_std * torch.randn_like(x)
-            return model.loss(x)
-        return -model.validation_log_prob(x)
+        if self.module_.training:
+            x = self._training_input(x)
+            # Under accelerate the module is a _PerSampleLoss (in DDP): its
+            # forward is the loss. Otherwise it is the flow itself, which
+            # user callbacks may read as ``net.module_``.
+            return self.module_(x) if isinstance(_unwrapped(self.module_), _PerSampleLoss) else self.module_.loss(x)
+        # Validation needs no gradient all-reduce, so it bypasses a DDP
+        # wrapper: DDP's forward may broadcast buffers, a collective that
+        # every rank would have to reach the same number of times.
+        return -_flow_of(self.module_).validation_log_prob(x)
+
+
+class _AcceleratedFlowNet(AccelerateMixin, _FlowNet):
+    """_FlowNet run by an ``accelerate.Accelerator`` (data-parallel, mixed precision)."""
+
+    def _initialize_accelerator(self) -> _AcceleratedFlowNet:
+        # The criterion (_MeanLoss) has no parameters: there is nothing to
+        # prepare, and DDP refuses to wrap a module without any.
+        criteria, self._criteria = self._criteria, []
+        try:
+            return super()._initialize_accelerator()
+        finally:
+            self._criteria = criteria
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
+        iterator = super().get_iterator(dataset, training=training)
+        if training and self.accelerator.num_processes > 1 and not getattr(self, "_initialized_alike", False):
+            self._initialize_alike(iterator.first_global_batch())
+        return iterator
+
+    def _initialize_alike(self, rows: Tensor) -> None:
+        """Run the first training batch of the whole world through the flow on every rank.
+
+        Some layers initialise themselves from their first training batch
+        (ActNorm's data-dependent initialisation). Each rank's first batch is
+        a different shard, so they would start from different weights; one
+        gradient-free pass over the same rows on every rank, the batch one
+        process would have seen first, initialises them alike.
+        """
+        flow = _flow_of(self.module_)
+        flow.train()
+        with torch.no_grad():
+            flow.loss(self._training_input(rows))
+        self._initialized_alike = True
 
 
 def _rows_of(dataset: Any) -> Tensor:
@@ -136,14 +215,37 @@ class TensorBatches:
     """Iterates mini-batches ``(X_batch, placeholder)`` sliced from one tensor.
 
     Used as skorch's ``iterator_train`` and ``iterator_valid``. Shuffling uses
-    torch's global generator, which the engine seeds, so runs are repeatable.
+    ``generator``, or torch's global generator (which the engine seeds), so
+    runs are repeatable.
+
+    With ``world_size > 1`` this process (``rank``) sees only its shard. In
+    training every rank draws the same permutation (``generator`` is seeded
+    alike on all of them), pads it by wrapping around to a multiple of
+    ``world_size`` and takes every ``world_size``-th row from position
+    ``rank``, in batches of ``ceil(batch_size / world_size)`` rows: together
+    the ranks step through the epoch in global batches of ``batch_size`` rows,
+    as one process would. Without shuffling (validation) the shards are not
+    padded, so every row counts once, and each shard is cut into the same
+    number of batches: skorch's DistributedHistory expects every rank to
+    record the same batches.
     """
 
-    def __init__(self, dataset: Any, batch_size: int = 128, shuffle: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int = 128,
+        shuffle: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.rows = _rows_of(dataset)
         self.weights = _weights_of(dataset)
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = generator
         self._placeholder = torch.zeros(0)
 
     def _batch(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
@@ -151,17 +253,56 @@ class TensorBatches:
         return self.rows[index], self._placeholder if self.weights is None else self.weights[index]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.rows) / self.batch_size)
+        n_rows = len(self.rows)
+        if self.world_size == 1:
+            return math.ceil(n_rows / self.batch_size)
+        if self.shuffle:
+            return math.ceil(math.ceil(n_rows / self.world_size) / self._rank_batch_size)
+        return self._n_valid_batches
+
+    @property
+    def _rank_batch_size(self) -> int:
+        return math.ceil(self.batch_size / self.world_size)
+
+    @property
+    def _n_valid_batches(self) -> int:
+        smallest_shard = len(self.rows) // self.world_size
+        return max(1, min(math.ceil(math.ceil(len(self.rows) / self.world_size) / self.batch_size), smallest_shard))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n_rows = len(self.rows)
-        if self.shuffle:
-            order = torch.randperm(n_rows).to(self.rows.device)
+        if self.world_size > 1:
+            yield from self._shard_batches()
+        elif self.shuffle:
+            order = torch.randperm(n_rows, generator=self.generator).to(self.rows.device)
             for start in range(0, n_rows, self.batch_size):
                 yield self._batch(order[start : start + self.batch_size])
         else:
             for start in range(0, n_rows, self.batch_size):
                 yield self._batch(slice(start, start + self.batch_size))
+
+    def first_global_batch(self) -> Tensor:
+        """The rows of the epoch's first ``batch_size``-row batch over all ranks (training only)."""
+        generator = None
+        if self.generator is not None:
+            generator = torch.Generator().set_state(self.generator.get_state())  # a peek: leaves it unchanged
+        order = torch.randperm(len(self.rows), generator=generator)[: self.batch_size]
+        return self.rows[order.to(self.rows.device)]
+
+    def _shard_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n_rows = len(self.rows)
+        if self.shuffle:
+            order = torch.randperm(n_rows, generator=self.generator)
+            n_padded = n_rows + (-n_rows) % self.world_size
+            order = order.repeat(math.ceil(n_padded / n_rows))[:n_padded]
+            shard = order[self.rank :: self.world_size].to(self.rows.device)
+            size = self._rank_batch_size
+            for start in range(0, len(shard), size):
+                yield self._batch(shard[start : start + size])
+        else:
+            shard = torch.arange(self.rank, n_rows, self.world_size, device=self.rows.device)
+            for indices in torch.tensor_split(shard, self._n_valid_batches):
+                yield self._batch(indices)
 
 
 # With fewer distinct rows than this, repeated rows are taken to be the
@@ -210,8 +351,9 @@ def duplicate_groups(rows: Tensor) -> np.ndarray:
 class _BestWeights(Callback):
     """Keeps the weights of the best epoch and aborts on a non-finite loss."""
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str, accelerator: Any = None) -> None:
         self.monitor = monitor
+        self.accelerator = accelerator
 
     def initialize(self) -> _BestWeights:
         self.best_loss_ = math.inf
@@ -221,7 +363,14 @@ class _BestWeights(Callback):
 
     def on_batch_end(self, net: NeuralNet, batch: Any = None, training: bool = False, **kwargs: Any) -> None:
         loss = kwargs.get("loss")
-        if training and loss is not None and not torch.isfinite(loss).all():
+        if not training or loss is None:
+            return
+        non_finite = ~torch.isfinite(loss).all()
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            # Every rank must leave the loop at the same step, or the others
+            # wait forever in the next all-reduce: agree on "any rank".
+            non_finite = self.accelerator.reduce(non_finite.float().reshape(1), reduction="sum")[0] > 0
+        if non_finite:
             raise _NonFiniteLoss
 
     def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
@@ -234,7 +383,7 @@ class _BestWeights(Callback):
             # improving epoch (non-tensor extra state is still deep-copied).
             self.best_state_ = {
                 name: value.detach().clone() if isinstance(value, Tensor) else copy.deepcopy(value)
-                for name, value in net.module_.state_dict().items()
+                for name, value in _flow_of(net.module_).state_dict().items()
             }
 
     def restore(self, module: nn.Module) -> None:
@@ -264,12 +413,17 @@ class TrainingResult:
         Epoch whose weights the model holds after training (1-based).
     diverged : bool
         Whether training stopped on a non-finite loss.
+    optimizer_state : dict or None
+        The optimiser's state after the last step (AdamW moments, on the
+        CPU), to continue training where it stopped (``partial_fit``,
+        ``warm_start``).
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     n_epochs: int = 0
     best_epoch: int = 0
     diverged: bool = False
+    optimizer_state: dict | None = None
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
@@ -320,6 +474,8 @@ def train_model(
     noise_std: float = 0.0,
     sample_weight: Tensor | None = None,
     n_threads: int | None = None,
+    accelerator: Any = None,
+    optimizer_state: dict | None = None,
 ) -> TrainingResult:
     """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
 
@@ -368,6 +524,14 @@ def train_model(
     n_threads : int or None
         CPU threads for the loop; None sizes them to one step's work and the
         free cores (see :func:`skflow._threads.torch_threads`).
+    accelerator : accelerate.Accelerator or None
+        Runs the loop through it (``device`` is then the accelerator's):
+        data-parallel over ``accelerator.num_processes`` ranks, each calling
+        ``train_model`` with the same ``X`` and ``random_state``, and mixed
+        precision as the accelerator is configured.
+    optimizer_state : dict or None
+        State of an earlier run's optimiser (``TrainingResult.optimizer_state``)
+        to continue from; None starts a fresh one.
 
     Returns
     -------
@@ -379,12 +543,14 @@ def train_model(
             "(log_prob, sample, encode, decode; loss and validation_log_prob have defaults)."
         )
     n_rows = len(X)
+    world_size = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
     n_groups = len(np.unique(duplicate_groups(X))) if validation_fraction else 0
     n_valid = math.ceil((validation_fraction or 0.0) * n_groups)
-    use_validation = n_valid >= 2 and n_groups - n_valid >= 2
+    use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
     monitor = "valid_loss" if use_validation else "train_loss"
 
-    best_weights = _BestWeights(monitor)
+    best_weights = _BestWeights(monitor, accelerator)
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
     if patience is not None:
         engine_callbacks.append(
@@ -412,8 +578,38 @@ def train_model(
         engine_callbacks.append(("progress_bar", ProgressBar()))
     user_callbacks = [(f"user_{i}", callback) for i, callback in enumerate(callbacks or ())]
 
-    net = _FlowNet(
-        module=model,
+    settings: dict[str, Any] = {}
+    net_class: type[_FlowNet] = _FlowNet
+    module = model
+    if accelerator is not None:
+        net_class = _AcceleratedFlowNet
+        module = _PerSampleLoss(model)
+        settings["accelerator"] = accelerator
+        if verbose < 2:
+            # AccelerateMixin configures the print_log callback's sink, so the
+            # callback stays and prints nowhere.
+            settings["callbacks__print_log__sink"] = _silent
+        if world_size > 1:
+            # Every rank shuffles with the same generator, so their shards
+            # partition the epoch; the global generator (noise, dequantisation)
+            # gets a seed per rank, so ranks do not draw the same noise.
+            generator = torch.Generator().manual_seed(random_state)
+            settings.update(
+                iterator_train__rank=rank,
+                iterator_train__world_size=world_size,
+                iterator_train__generator=generator,
+                iterator_valid__rank=rank,
+                iterator_valid__world_size=world_size,
+                history=_distributed_history(accelerator),
+            )
+            torch.manual_seed(random_state + rank)
+    else:
+        settings["device"] = device
+        if verbose < 2:
+            # skorch's per-epoch table (with ANSI colours) only from verbose=2.
+            settings["callbacks__print_log"] = None
+    net = net_class(
+        module=module,
         criterion=_MeanLoss,
         optimizer=torch.optim.AdamW,
         optimizer__weight_decay=weight_decay,
@@ -430,23 +626,32 @@ def train_model(
         # Early stopping ends an epoch by raising from on_epoch_end, so it goes
         # last: every other callback (the user's too) sees every epoch's end.
         callbacks=sorted(engine_callbacks + user_callbacks, key=lambda item: item[0] == "early_stopping"),
-        device=device,
         verbose=verbose,
         jitter=jitter,
         noise_std=noise_std,
-        # skorch's per-epoch table (with ANSI colours) only from verbose=2.
-        **({"callbacks__print_log": None} if verbose < 2 else {}),
+        **settings,
     )
     if sample_weight is not None:
         sample_weight = (sample_weight / sample_weight.mean()).to(X.dtype)
+    net.initialize()
+    if optimizer_state is not None:
+        # The moments carry over; the hyperparameters (lr, weight decay) are
+        # this run's, so set_params(lr=...) between calls takes effect.
+        groups = net.optimizer_.state_dict()["param_groups"]
+        net.optimizer_.load_state_dict({"state": optimizer_state["state"], "param_groups": groups})
     diverged = False
     step_macs = min(batch_size, n_rows) * sum(p.numel() for p in model.parameters())
     try:
         with torch_threads(n_threads, macs=step_macs, device=torch.device(device)):
-            net.fit(X, sample_weight)
+            net.partial_fit(X, sample_weight)
     except _NonFiniteLoss:
         diverged = True
     history = _history_records(net.history)
+    if world_size > 1:
+        # The main rank's store dies with its net: no rank may leave while
+        # another still reads the pooled history from it.
+        accelerator.wait_for_everyone()
+    final_optimizer_state = _to_cpu(net.optimizer_.state_dict())
     if diverged and best_weights.best_state_ is None:
         raise TrainingDivergedError(
             "Training diverged: the loss became NaN or infinite before any epoch finished with a finite "
@@ -471,4 +676,47 @@ def train_model(
         # its minimum would pick an epoch at random. Keep the last weights.
         best_epoch = len(history)
     model.eval()
-    return TrainingResult(history=history, n_epochs=len(history), best_epoch=best_epoch, diverged=diverged)
+    return TrainingResult(
+        history=history,
+        n_epochs=len(history),
+        best_epoch=best_epoch,
+        diverged=diverged,
+        optimizer_state=final_optimizer_state,
+    )
+
+
+def _to_cpu(state: Any) -> Any:
+    """A copy of an optimiser state dict with every tensor on the CPU."""
+    if isinstance(state, Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _to_cpu(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_to_cpu(value) for value in state]
+    return copy.deepcopy(state)
+
+
+def _distributed_history(accelerator: Any) -> DistributedHistory:
+    """A skorch DistributedHistory on a key-value store of its own.
+
+    A fresh store per fit: DistributedHistory keys its records by epoch and
+    batch only, so a second fit on a shared store would read the first fit's
+    values. The main process opens a TCP store on a free port of the
+    rendezvous host (``MASTER_ADDR``, which torchrun and accelerate set) and
+    tells the other ranks the port through the process group.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    host = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    world_size = accelerator.num_processes
+    port = [0]
+    store = None
+    if accelerator.is_main_process:
+        store = dist.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False)
+        port = [store.port]
+    dist.broadcast_object_list(port, src=0)
+    if store is None:
+        store = dist.TCPStore(host, port[0], world_size, is_master=False)
+    return DistributedHistory(store=store, rank=accelerator.process_index, world_size=world_size)
