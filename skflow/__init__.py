@@ -8,6 +8,7 @@ from .maf import IAFDensity, MAFDensity
 from .nice import NICEDensity
 from .outlier import DensityOutlierDetector
 from .planar import PlanarFlowDensity
+from .plotting import DensityDisplay, ExplainedVarianceDisplay, TrainingCurveDisplay
 from .realnvp import RealNVPDensity
 from .spline import NeuralSplineDensity
 from .training import TrainingDivergedError
@@ -16,7 +17,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CNFDensity",
+    "DensityDisplay",
     "DensityOutlierDetector",
+    "ExplainedVarianceDisplay",
     "FlowEstimator",
     "FlowMatchingDensity",
     "FreeFormFlowDensity",
@@ -28,6 +31,7 @@ __all__ = [
     "NeuralSplineDensity",
     "PlanarFlowDensity",
     "RealNVPDensity",
+    "TrainingCurveDisplay",
     "TrainingDivergedError",
     "__version__",
 ]

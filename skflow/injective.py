@@ -324,6 +324,69 @@ dequantized_features_, n_features_in_, feature_names_in_
         reconstructed = self._map_rows(lambda batch: self.model_.decode(self.model_.encode(batch)), rows)
         return (((rows - reconstructed) * self.scale_) ** 2).sum(axis=1)
 
+    def explained_variance_ratio(self, X: Any) -> np.ndarray:
+        """Share of the data's variance captured on the manifold, per latent direction.
+
+        The nonlinear counterpart of PCA's ``explained_variance_ratio_``,
+        computed on the rows ``X`` in the user's units. Let ``T`` be the
+        total variance of ``X`` (sum of the column variances), ``z = f(x)``
+        the latent codes with mean ``c`` and covariance ``C``, and ``J`` the
+        decoder Jacobian at ``z`` in the user's units. The latent directions
+        are ordered by the variance the decoder gives them: the eigenvectors
+        ``v_1, ..., v_d`` (eigenvalues decreasing) of
+        ``K = C^{1/2} mean(J^T J) C^{1/2}``, with latent coordinates
+        ``u = V^T C^{-1/2} (z - c)``. Decoding only the first ``k``
+        coordinates, ``x_k = g(c + C^{1/2} V [u_1, ..., u_k, 0, ..., 0])``,
+        captures the share ``R_k = 1 - mean ||x - x_k||^2 / T`` of the
+        variance (``R_0 = 0``: the mean captures none), and the ratio of
+        direction ``k`` is ``R_k - R_{k-1}``.
+
+        The ratios sum to ``R_d = 1 - mean ||x - g(f(x))||^2 / T``, the share
+        of variance the reconstruction keeps. For a linear encoder and
+        decoder that project orthogonally they are exactly the eigenvalues
+        of the covariance of the reconstructions over ``T``, i.e. PCA's
+        ``explained_variance_ratio_`` when the manifold is PCA's subspace,
+        and they do not depend on how the latent space is rotated (the
+        latent prior is). For a curved manifold a ratio is the variance
+        that decoding one more direction adds, which need not decrease with
+        ``k`` and can in principle be negative.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to measure on (typically the training data).
+
+        Returns
+        -------
+        ratios : ndarray of shape (n_components,)
+        """
+        from .flows.injective import decoder_jacobian
+
+        rows = self._standardised(X)
+        data = rows * self.scale_  # centred or not, variance is what counts
+        total = float(data.var(axis=0).sum())
+        if total <= 0:
+            raise ValueError("X has no variance: the explained variance ratio is undefined.")
+        codes = self.transform(X)
+        centre = codes.mean(axis=0)
+        eigenvalues, eigenvectors = np.linalg.eigh(np.atleast_2d(np.cov(codes, rowvar=False, bias=True)))
+        eigenvalues = np.clip(eigenvalues, 0.0, None)
+        root = (eigenvectors * np.sqrt(eigenvalues)) @ eigenvectors.T
+        inverse_root = (eigenvectors * np.where(eigenvalues > 1e-12, eigenvalues, np.inf) ** -0.5) @ eigenvectors.T
+        jacobians = self._map_rows(lambda z: decoder_jacobian(self.model_.decoder, z), codes)  # (n, D, d)
+        jacobians = jacobians * self.scale_[None, :, None]
+        gram = np.einsum("nij,nik->jk", jacobians, jacobians) / len(codes)
+        spread, directions = np.linalg.eigh(root @ gram @ root)
+        directions = directions[:, np.argsort(spread)[::-1]]
+        coordinates = (codes - centre) @ inverse_root @ directions
+        captured = [0.0]
+        for k in range(1, self.n_components + 1):
+            kept = coordinates.copy()
+            kept[:, k:] = 0.0
+            decoded = self._map_rows(self.model_.decode, centre + kept @ directions.T @ root)
+            captured.append(1.0 - float((((rows - decoded) * self.scale_) ** 2).sum(axis=1).mean()) / total)
+        return np.diff(captured)
+
 
 class FreeFormFlowDensity(FlowEstimator):
     """Free-form flow (FFF): density estimation with an unconstrained network pair.
