@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from numbers import Integral, Real
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,9 +48,10 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
+from typing_extensions import dataclass_transform
 
 from ._threads import torch_threads
-from .flows.core import FlowModel
+from .flows.core import BaseDistribution, FlowModel
 from .training import train_model
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
@@ -193,6 +194,7 @@ def _grid_spacing(values: np.ndarray) -> float:
     return spacing if np.all(np.abs(steps - np.round(steps)) < 1e-6 * max(1.0, steps[-1])) else 0.0
 
 
+@dataclass_transform(kw_only_default=True, field_specifiers=(dataclasses.field,))
 @dataclasses.dataclass(repr=False, eq=False, kw_only=True)
 class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin, BaseEstimator):
     """Base class of every skflow density estimator.
@@ -344,6 +346,13 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     warm_start: bool = False
     accelerator: Any = None
 
+    if TYPE_CHECKING:
+        # Fitted state, declared for the type checker only: at run time an
+        # annotation in this body would become a dataclass field, i.e. a
+        # hyperparameter. A family narrows model_ to its own model class.
+        model_: FlowModel = dataclasses.field(init=False)
+        n_features_in_: int = dataclasses.field(init=False)
+
     _parameter_constraints: ClassVar[dict] = {
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -475,8 +484,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.dequantization_widths_ = self._dequantization_widths(X)
         self.dequantized_features_ = self.dequantization_widths_ > 0
         self.data_min_, self.data_max_ = X.min(axis=0), X.max(axis=0)
-        self._optimizer_state = None
-        self.history_ = []
+        self._optimizer_state: dict | None = None
+        self.history_: list[dict[str, float]] = []
         self._train(X, seed, sample_weight, fresh=True, **training)
 
     def _train(
@@ -526,7 +535,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 optimizer_state=getattr(self, "_optimizer_state", None),
             )
         epochs_before = len(self.history_)
-        self.model_: FlowModel = model
+        self.model_ = model
         self.device_ = device
         self.is_main_process_ = accelerator is None or bool(accelerator.is_main_process)
         self._optimizer_state = result.optimizer_state
@@ -955,7 +964,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             self.model_.to(device)
             self.device_ = device
 
-    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.target_tags.required = False
@@ -980,7 +989,7 @@ class ExactFlowEstimator(FlowEstimator):
         "n_base_components": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def base_distribution(self, n_features: int) -> nn.Module:
+    def base_distribution(self, n_features: int) -> BaseDistribution:
         """The base distribution selected by ``n_base_components``."""
         from .flows.core import StandardNormal
 

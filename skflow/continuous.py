@@ -10,20 +10,31 @@ conditional velocity without solving any ODE during training.
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .base import FlowEstimator, shared_constraints
-from .flows.continuous import CNF, FlowMatching, SolverSettings, TimeConditionedMLP, check_smooth_activation
+from .flows.continuous import (
+    CNF,
+    ContinuousFlow,
+    FlowMatching,
+    SolverSettings,
+    TimeConditionedMLP,
+    check_smooth_activation,
+)
 
 __all__ = ["CNFDensity", "FlowMatchingDensity"]
 
 
 class _ContinuousFlowEstimator(FlowEstimator):
     """Hyperparameters and plumbing shared by the continuous families."""
+
+    if TYPE_CHECKING:  # the fitted model's class (see FlowEstimator)
+        model_: ContinuousFlow = dataclasses.field(init=False)
 
     hidden_dims: tuple = (64, 64)
     activation: str = "tanh"

@@ -38,7 +38,7 @@ def _best_gaussian_mixture(X_train: np.ndarray, seed: int, candidates: Sequence[
         k: GaussianMixture(k, covariance_type="full", random_state=seed).fit(fit_part).score(valid_part)
         for k in candidates
     }
-    best = max(scores, key=scores.get)
+    best = max(scores, key=scores.__getitem__)
     return GaussianMixture(best, covariance_type="full", random_state=seed).fit(jittered)
 
 

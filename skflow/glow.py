@@ -8,7 +8,6 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
-from torch import nn
 
 from ._builders import check_coupling_features
 from .base import ExactFlowEstimator, shared_constraints
@@ -135,6 +134,9 @@ dequantized_features_, n_features_in_, feature_names_in_
     }
 
     def _checked_image_shape(self, n_features: int) -> tuple[int, int, int]:
+        """``image_shape`` validated against the width of X (only called in image mode)."""
+        if self.image_shape is None:
+            raise ValueError("image_shape is None: GlowDensity is in tabular mode.")
         shape = check_image_shape(self.image_shape)
         if int(np.prod(shape)) != n_features:
             raise ValueError(
@@ -179,7 +181,7 @@ dequantized_features_, n_features_in_, feature_names_in_
             )
             return ExactFlow(transform, self.base_distribution(n_features))
         check_coupling_features(self, n_features)
-        layers: list[nn.Module] = []
+        layers: list[Bijection] = []
         kept = n_features // 2
         for _ in range(self.n_steps):
             conditioner = MLP(kept, 2 * (n_features - kept), self.hidden_dims, self.activation, zero_init_last=True)

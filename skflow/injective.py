@@ -8,10 +8,11 @@ density it evaluates.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from numbers import Integral, Real
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ _NETWORK_CONSTRAINTS: dict = {
 
 
 def _free_form_networks(
-    estimator: FlowEstimator, n_features: int, n_latent: int, latent_name: str
+    estimator: InjectiveFlowEstimator | FreeFormFlowDensity, n_features: int, n_latent: int, latent_name: str
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Encoder and decoder of a free-form estimator, once ``n_probes`` fits the latent width ``n_latent``."""
     if estimator.n_probes > n_latent:
@@ -224,6 +225,9 @@ dequantized_features_, n_features_in_, feature_names_in_
     >>> fif.inverse_transform(fif.transform(X[:3])).shape
     (3, 2)
     """
+
+    if TYPE_CHECKING:  # the fitted model's class (see FlowEstimator)
+        model_: FreeFormInjectiveFlow = dataclasses.field(init=False)
 
     n_components: int = 2
     beta: float = 10.0
@@ -440,6 +444,9 @@ class FreeFormFlowDensity(FlowEstimator):
     >>> fff.score_samples(X[:3]).shape
     (3,)
     """
+
+    if TYPE_CHECKING:  # the fitted model's class (see FlowEstimator)
+        model_: FreeFormFlow = dataclasses.field(init=False)
 
     beta: float = 10.0
     n_probes: int = 1

@@ -54,7 +54,7 @@ class _AffineAutoregressiveDensity(ExactFlowEstimator):
                 order=autoregressive_order(n_features, index),
                 zero_init_last=True,
             )
-            layer: Bijection = MaskedAffineAutoregressive(made, scale_bound=self.scale_bound)
+            layer = MaskedAffineAutoregressive(made, scale_bound=self.scale_bound)
             layers.append(InverseAutoregressive(layer) if self._inverse else layer)
         return ExactFlow(Chain(layers), self.base_distribution(n_features))
 

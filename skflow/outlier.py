@@ -326,7 +326,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         labels[decision < 0] = -1
         return labels
 
-    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags

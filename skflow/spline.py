@@ -125,6 +125,7 @@ class NeuralSplineDensity(ExactFlowEstimator):
             )
             return MaskedRationalQuadraticAutoregressive(made, self.n_bins, self.tail_bound)
 
+        steps: list[list[Bijection]]
         if self.variant == "autoregressive":
             steps = [[make_autoregressive(index)] for index in range(self.n_layers)]
         else:

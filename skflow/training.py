@@ -30,7 +30,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ class _PerSampleLoss(nn.Module):
     silently train each rank on its own.
     """
 
-    def __init__(self, flow: nn.Module) -> None:
+    def __init__(self, flow: FlowModel) -> None:
         super().__init__()
         self.flow = flow
 
@@ -96,10 +96,11 @@ def _unwrapped(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
-def _flow_of(module: nn.Module) -> nn.Module:
+def _flow_of(module: nn.Module) -> FlowModel:
     """The flow model inside skorch's module (unwrapping DDP and _PerSampleLoss)."""
     module = _unwrapped(module)
-    return module.flow if isinstance(module, _PerSampleLoss) else module
+    # train_model admits only FlowModels, so whatever is left once unwrapped is one.
+    return module.flow if isinstance(module, _PerSampleLoss) else cast(FlowModel, module)
 
 
 class _FlowNet(NeuralNet):
@@ -149,10 +150,13 @@ class _FlowNet(NeuralNet):
 class _AcceleratedFlowNet(AccelerateMixin, _FlowNet):
     """_FlowNet run by an ``accelerate.Accelerator`` (data-parallel, mixed precision)."""
 
+    _criteria: list[str]  # set by skorch's NeuralNet; declared for the type checker
+
     def _initialize_accelerator(self) -> _AcceleratedFlowNet:
         # The criterion (_MeanLoss) has no parameters: there is nothing to
         # prepare, and DDP refuses to wrap a module without any.
-        criteria, self._criteria = self._criteria, []
+        criteria: list[str] = self._criteria
+        self._criteria = []
         try:
             return super()._initialize_accelerator()
         finally:
@@ -204,7 +208,7 @@ def _weighted_side(dataset: Any, index: np.ndarray) -> Any:
     """One side of a split; its weights rescaled to mean 1, so its loss is a weighted mean."""
     weights = _weights_of(dataset)
     if weights is None:
-        return torch.utils.data.Subset(dataset, index)
+        return torch.utils.data.Subset(dataset, index.tolist())
     rows = _rows_of(dataset)
     chosen = torch.as_tensor(index, dtype=torch.long, device=rows.device)
     side = weights[chosen]
@@ -580,7 +584,7 @@ def train_model(
 
     settings: dict[str, Any] = {}
     net_class: type[_FlowNet] = _FlowNet
-    module = model
+    module: nn.Module = model
     if accelerator is not None:
         net_class = _AcceleratedFlowNet
         module = _PerSampleLoss(model)
@@ -622,7 +626,7 @@ def train_model(
         iterator_train=TensorBatches,
         iterator_train__shuffle=True,
         iterator_valid=TensorBatches,
-        train_split=(DuplicateAwareSplit(validation_fraction, random_state) if use_validation else None),
+        train_split=(DuplicateAwareSplit(float(validation_fraction or 0.0), random_state) if use_validation else None),
         # Early stopping ends an epoch by raising from on_epoch_end, so it goes
         # last: every other callback (the user's too) sees every epoch's end.
         callbacks=sorted(engine_callbacks + user_callbacks, key=lambda item: item[0] == "early_stopping"),

@@ -48,6 +48,9 @@ class MaskedLinear(nn.Linear):
         1 where a connection is allowed, 0 where it is cut.
     """
 
+    # Buffers, declared for the type checker (register_buffer sets them).
+    mask: Tensor
+
     def __init__(self, mask: Tensor) -> None:
         out_features, in_features = mask.shape
         super().__init__(in_features, out_features)
@@ -107,6 +110,9 @@ class MADE(nn.Module):
     ``forward(x)`` returns a tensor of shape ``(n, params_per_feature, d)``
     whose entry ``[:, p, i]`` is parameter ``p`` of feature ``i``.
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    order: Tensor
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor, nn
@@ -250,8 +251,10 @@ class ODEDynamics(nn.Module):
             if self.trace_mode == "exact":
                 trace, frobenius = self._exact_trace(velocity, z, create_graph)
             else:
-                (probe_jacobian,) = torch.autograd.grad(velocity, z, self.probe, create_graph=create_graph)
-                trace = (probe_jacobian * self.probe).sum(dim=1)
+                probe = self.probe
+                assert probe is not None  # configure() refuses a Hutchinson mode without a probe
+                (probe_jacobian,) = torch.autograd.grad(velocity, z, probe, create_graph=create_graph)
+                trace = (probe_jacobian * probe).sum(dim=1)
                 frobenius = probe_jacobian.pow(2).sum(dim=1)
         if not create_graph:
             velocity, trace, frobenius = velocity.detach(), trace.detach(), frobenius.detach()
@@ -493,6 +496,12 @@ class ContinuousFlow(FlowModel):
         self.validation_solver = validation_solver
         self.nfe = 0
 
+    @overload
+    def cast(self, x: Tensor) -> Tensor: ...
+
+    @overload
+    def cast(self, x: None) -> None: ...
+
     def cast(self, x: Tensor | None) -> Tensor | None:
         """``x`` in the model's floating dtype (inputs may come in float32
         while the model integrates in float64, see the estimators)."""
@@ -501,6 +510,14 @@ class ContinuousFlow(FlowModel):
     # ------------------------------------------------------------------ #
     # Solving
     # ------------------------------------------------------------------ #
+    @overload
+    def solve(self, state: Tensor, reverse: bool = ..., settings: SolverSettings | None = ...) -> Tensor: ...
+
+    @overload
+    def solve(
+        self, state: tuple[Tensor, ...], reverse: bool = ..., settings: SolverSettings | None = ...
+    ) -> tuple[Tensor, ...]: ...
+
     def solve(
         self,
         state: Tensor | tuple[Tensor, ...],
@@ -675,6 +692,9 @@ class CNF(ContinuousFlow):
     evaluation_trace, validation_solver
         See :class:`ContinuousFlow`.
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    importance_draws: Tensor
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -86,22 +87,38 @@ class Chain(Bijection):
         super().__init__()
         self.bijections = nn.ModuleList(bijections)
 
+    def _layers(self) -> list[Bijection]:
+        # nn.ModuleList is not generic; the constructor only admits bijections.
+        return cast("list[Bijection]", list(self.bijections))
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = x.new_zeros(x.shape[0])
-        for bijection in self.bijections:
+        for bijection in self._layers():
             x, log_abs_det = bijection(x, context)
             total = total + log_abs_det
         return x, total
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = y.new_zeros(y.shape[0])
-        for bijection in reversed(self.bijections):
+        for bijection in reversed(self._layers()):
             y, log_abs_det = bijection.inverse(y, context)
             total = total + log_abs_det
         return y, total
 
 
-class StandardNormal(nn.Module):
+class BaseDistribution(nn.Module, ABC):
+    """What an exact flow needs of its base distribution: a density and a sampler on ``R^d``."""
+
+    @abstractmethod
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density, shape ``(n,)``, of points ``z`` of shape ``(n, d)``."""
+
+    @abstractmethod
+    def sample(self, n_samples: int, generator: torch.Generator | None = None, context: Tensor | None = None) -> Tensor:
+        """Draw ``n_samples`` points, shape ``(n_samples, d)``."""
+
+
+class StandardNormal(BaseDistribution):
     """Standard normal distribution on ``R^d``.
 
     A non-persistent buffer follows the module's device and dtype (``.to()``,
@@ -113,6 +130,9 @@ class StandardNormal(nn.Module):
     n_features : int
         Dimension ``d``.
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    _anchor: Tensor
 
     def __init__(self, n_features: int) -> None:
         super().__init__()
@@ -207,10 +227,13 @@ class ExactFlow(FlowModel):
         Data-to-latent map.
     base : nn.Module
         Base distribution with ``log_prob(z, context)`` and
-        ``sample(n, generator, context)``.
+        ``sample(n, generator, context)`` (a ``BaseDistribution``).
     """
 
-    def __init__(self, transform: Bijection, base: nn.Module) -> None:
+    transform: Bijection
+    base: BaseDistribution
+
+    def __init__(self, transform: Bijection, base: BaseDistribution) -> None:
         super().__init__()
         self.transform = transform
         self.base = base

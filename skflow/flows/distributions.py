@@ -16,10 +16,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .core import BaseDistribution
+
 __all__ = ["GaussianMixtureBase"]
 
 
-class GaussianMixtureBase(nn.Module):
+class GaussianMixtureBase(BaseDistribution):
     """Learnable mixture of ``k`` Gaussians with diagonal covariances on ``R^d``.
 
     ``p(z) = sum_j pi_j N(z; mu_j, diag(sigma_j^2))`` with

@@ -88,7 +88,7 @@ class Affine(ElementwiseMap):
         super().__init__()
         if isinstance(scale_bound, bool) or not (isinstance(scale_bound, Real) and 0 < scale_bound < math.inf):
             raise ValueError(f"scale_bound must be a positive finite number, got {scale_bound!r}.")
-        self.scale_bound = float(scale_bound)
+        self.scale_bound: float = float(scale_bound)
 
     def shift_and_log_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """``(t, s)`` of shapes ``(n, m)`` from raw parameters ``(n, 2, m)``."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeGuard, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -139,7 +140,7 @@ def latent_probes(n_rows: int, n_components: int, n_probes: int, like: Tensor) -
     return (orthonormal * math.sqrt(n_components)).permute(2, 0, 1)
 
 
-def decoder_jacobian(decoder: nn.Module, z: Tensor, chunk_size: int | None = None) -> Tensor:
+def decoder_jacobian(decoder: Callable[[Tensor], Tensor], z: Tensor, chunk_size: int | None = None) -> Tensor:
     """Jacobian of ``decoder`` at each row of ``z`` by forward-mode AD.
 
     One forward-mode pass per latent direction (``d`` passes, cheap when
@@ -168,7 +169,10 @@ def decoder_jacobian(decoder: nn.Module, z: Tensor, chunk_size: int | None = Non
     return columns.permute(1, 2, 0)
 
 
-def _computes_like(module: nn.Module, kind: type[nn.Module]) -> bool:
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
+
+def _computes_like(module: nn.Module, kind: type[_ModuleT]) -> TypeGuard[_ModuleT]:
     """Whether ``module`` is a ``kind`` whose ``forward`` has not been overridden (so its derivative is known)."""
     return isinstance(module, kind) and type(module).forward is kind.forward
 
@@ -234,11 +238,11 @@ def output_and_tangents(module: nn.Module, inputs: Tensor, tangents: Tensor) -> 
     with forward_ad.dual_level():
         dual_output = module(forward_ad.make_dual(inputs, tangents[0].to(inputs.dtype)))
         outputs, first_tangent = forward_ad.unpack_dual(dual_output)
-    output_tangents = [first_tangent.detach()]
+    jvps = [first_tangent.detach()]
     with torch.no_grad():
         for tangent in tangents[1:]:
-            output_tangents.append(torch.func.jvp(module, (inputs.detach(),), (tangent,))[1])
-    return outputs, torch.stack(output_tangents)
+            jvps.append(torch.func.jvp(module, (inputs.detach(),), (tangent,))[1])
+    return outputs, torch.stack(jvps)
 
 
 def encoder_jacobian(
@@ -254,7 +258,8 @@ def encoder_jacobian(
     z : Tensor of shape (n, d)
     jacobian : Tensor of shape (n, d, D)
     """
-    z, pullback = torch.func.vjp(encoder, x)
+    # Without has_aux, vjp returns (output, pullback); its annotation also admits the aux triple.
+    z, pullback = torch.func.vjp(encoder, x)[:2]
     basis = torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
 
     def row(direction: Tensor) -> Tensor:
@@ -327,6 +332,9 @@ class FreeFormInjectiveFlow(FlowModel):
     term pushes it towards). The residual is assumed to be orthogonal to the
     manifold; any tangential component counts as normal scatter.
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    residual_variance: Tensor
 
     def __init__(
         self,

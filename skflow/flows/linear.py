@@ -42,6 +42,9 @@ class ActNorm(Bijection):
         loss.
     """
 
+    # Buffers, declared for the type checker (register_buffer sets them).
+    initialized: Tensor
+
     def __init__(self, n_features: int, eps: float = 1e-6, max_init_scale: float = 10.0) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(n_features))
@@ -78,6 +81,10 @@ class Permutation(Bijection):
     permutation : Tensor of shape (d,)
         ``y[:, i] = x[:, permutation[i]]``.
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    permutation: Tensor
+    inverse_permutation: Tensor
 
     def __init__(self, permutation: Tensor) -> None:
         super().__init__()
@@ -149,6 +156,12 @@ class LULinear(Bijection):
     n_features : int
         Dimension ``d``.
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    permutation: Tensor
+    sign: Tensor
+    lower_mask: Tensor
+    eye: Tensor
 
     def __init__(self, n_features: int) -> None:
         super().__init__()

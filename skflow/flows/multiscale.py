@@ -56,7 +56,7 @@ def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
         raise ValueError(f"image_shape must be three positive integers (C, H, W), got {image_shape!r}.") from None
     if len(shape) != 3 or min(shape) < 1 or any(size != given for size, given in zip(shape, image_shape)):
         raise ValueError(f"image_shape must be three positive integers (C, H, W), got {image_shape!r}.")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 class Squeeze(Bijection):
@@ -116,6 +116,9 @@ class ChannelActNorm(Bijection):
     eps : float, default=1e-6
         Added to the standard deviation at initialisation (constant channels).
     """
+
+    # Buffers, declared for the type checker (register_buffer sets them).
+    initialized: Tensor
 
     def __init__(self, image_shape: tuple[int, int, int], eps: float = 1e-6) -> None:
         super().__init__()
@@ -184,6 +187,7 @@ class ConvConditioner(nn.Module):
         self.spatial_shape = (int(spatial_shape[0]), int(spatial_shape[1]))
         last = nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1)
         nn.init.zeros_(last.weight)
+        assert last.bias is not None  # Conv2d has a bias by default
         nn.init.zeros_(last.bias)
         self.network = nn.Sequential(
             nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),

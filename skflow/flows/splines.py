@@ -197,8 +197,8 @@ class RationalQuadraticSpline(ElementwiseMap):
             raise ValueError(f"n_bins must be an integer of at least 2, got {n_bins!r}.")
         if isinstance(tail_bound, bool) or not (isinstance(tail_bound, Real) and 0 < tail_bound < math.inf):
             raise ValueError(f"tail_bound must be a positive finite number, got {tail_bound!r}.")
-        self.n_bins = int(n_bins)
-        self.tail_bound = float(tail_bound)
+        self.n_bins: int = int(n_bins)
+        self.tail_bound: float = float(tail_bound)
         self.n_params = spline_params_per_feature(self.n_bins)
 
     def _spline(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
