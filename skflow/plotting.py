@@ -118,7 +118,7 @@ class TrainingCurveDisplay:
         if has_valid:
             self.lines_["valid"] = ax.plot(epochs, self.valid_loss, label="validation NLL")[0]
         if self.best_epoch:
-            curve = self.valid_loss if has_valid else self.train_loss
+            curve = self.valid_loss if has_valid and self.valid_loss is not None else self.train_loss
             value = curve[self.best_epoch - 1]
             self.lines_["best"] = ax.plot(
                 [self.best_epoch], [value], "o", color="black", label=f"kept: epoch {self.best_epoch}"
