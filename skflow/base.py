@@ -50,6 +50,7 @@ from sklearn.utils.validation import _check_sample_weight, check_array, check_is
 from torch import Tensor, nn
 from typing_extensions import dataclass_transform
 
+from ._dask import dask_aware
 from ._threads import torch_threads
 from .flows.core import BaseDistribution, FlowModel
 from .training import train_model
@@ -697,6 +698,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     # ------------------------------------------------------------------ #
     # Densities
     # ------------------------------------------------------------------ #
+    @dask_aware("rows")
     def score_samples(self, X: Any) -> np.ndarray:
         """Log-density of each row, in the units of the training data.
 
@@ -708,6 +710,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Or a Dask array or DataFrame: the result is then a lazy Dask
+            array or Series, scored block by block wherever Dask runs it,
+            with the model shipped once (see the user guide's "Scaling out").
 
         Returns
         -------
@@ -896,12 +901,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         check_is_fitted(self)
         return super().get_feature_names_out(input_features)
 
+    @dask_aware("columns")
     def transform(self, X: Any) -> np.ndarray:
         """Map rows to the flow's latent space.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Or a Dask array or DataFrame, mapped block by block (as in
+            :meth:`score_samples`).
 
         Returns
         -------

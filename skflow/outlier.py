@@ -24,6 +24,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, has_fit_parameter, validate_data
 
+from ._dask import dask_aware
+
 __all__ = ["DensityOutlierDetector", "average_precision_scorer", "roc_auc_scorer"]
 
 # Normal-consistency constant of the median absolute deviation.
@@ -276,6 +278,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         # |(-inf) - m| is +inf: unscorable rows stay the most abnormal.
         return -distance
 
+    @dask_aware("rows")
     def score_samples(self, X: Any) -> np.ndarray:
         """Normality score of each row: higher means more normal.
 
@@ -295,6 +298,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return self._score_from_log_density(self._log_density(self.estimator_, X.astype(np.float64, copy=False)))
 
+    @dask_aware("rows")
     def decision_function(self, X: Any) -> np.ndarray:
         """Shifted score: negative for outliers, positive for inliers.
 
@@ -309,6 +313,7 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         """
         return self.score_samples(X) - self.offset_
 
+    @dask_aware("rows", dtype=np.int64)
     def predict(self, X: Any) -> np.ndarray:
         """Label each row as inlier (+1) or outlier (-1).
 
