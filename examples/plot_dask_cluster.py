@@ -1,5 +1,5 @@
 """Scoring and tuning a flow on a Dask cluster
-==========================================
+===========================================
 
 A fitted skflow estimator scores a Dask array or DataFrame block by block
 on whatever Dask runs it: here a :class:`distributed.LocalCluster` of worker
