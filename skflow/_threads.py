@@ -38,7 +38,14 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["MACS_PER_THREAD", "busy_cores", "choose_n_threads", "share_with_concurrent_work", "torch_threads"]
+__all__ = [
+    "MACS_PER_THREAD",
+    "busy_cores",
+    "choose_n_threads",
+    "free_cores",
+    "share_with_concurrent_work",
+    "torch_threads",
+]
 
 # Multiply-accumulates of one forward pass per extra thread. A 256-row batch
 # through an 8-layer RealNVP with 2x128 hidden units is ~5e7: below two of
@@ -98,6 +105,11 @@ def busy_cores() -> int:
     busy = _read_busy_cores()
     _probe_cache = (now, busy)
     return busy
+
+
+def free_cores() -> int:
+    """Cores not busy with other work, at least 1: a thread budget for other libraries' BLAS calls."""
+    return max(1, available_cores() - busy_cores())
 
 
 def choose_n_threads(
