@@ -173,6 +173,20 @@ def test_cuda_fit_scores_and_pickles_to_cpu() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_MISSING)
+def test_cuda_float64_paths_leave_the_model_on_the_gpu() -> None:
+    # Far rows overflow float32 and are rescored in float64; transform and
+    # inverse_transform of exact flows run in float64: both on a copy, on the GPU.
+    X = _gaussian_data(200)
+    flow = RealNVPDensity(device="cuda", n_layers=2, hidden_dims=(8,), max_epochs=2, random_state=0).fit(X)
+    far = flow.mean_ + np.array([[1e20], [1e25], [1e30]]) * flow.scale_
+    scores = flow.score_samples(far)
+    assert np.isfinite(scores).all() and np.all(np.diff(scores) < 0)
+    np.testing.assert_allclose(flow.inverse_transform(flow.transform(X)), X, rtol=0, atol=1e-6)
+    parameter = next(flow.model_.parameters())
+    assert parameter.device.type == "cuda" and parameter.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_MISSING)
 def test_cuda_index_out_of_range() -> None:
     with pytest.raises(ValueError, match="CUDA device"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
