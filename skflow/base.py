@@ -709,7 +709,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             outputs = [function(batch) for batch in inputs.split(size)]
         return torch.cat(outputs)[:n_rows].detach().cpu().numpy().astype(np.float64)
 
-    def _float64_model(self) -> tuple[nn.Module, torch.device]:
+    def _float64_model(self) -> tuple[FlowModel, torch.device]:
         """The fitted model in float64, and the device it runs on.
 
         float32 is exact enough for ordinary rows but not everywhere: squared
@@ -994,7 +994,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             self._map_rows(model.decode, Z, dtype=dtype, device=device) * self.scale_ + self.mean_
         )
 
-    def _latent_model(self) -> tuple[nn.Module, torch.dtype, torch.device]:
+    def _latent_model(self) -> tuple[FlowModel, torch.dtype, torch.device]:
         """The model (with its dtype and device) that ``transform`` and ``inverse_transform`` evaluate."""
         return self.model_, torch.float32, self.device_
 
@@ -1055,7 +1055,7 @@ class ExactFlowEstimator(FlowEstimator):
         "n_base_components": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def _latent_model(self) -> tuple[nn.Module, torch.dtype, torch.device]:
+    def _latent_model(self) -> tuple[FlowModel, torch.dtype, torch.device]:
         # An exact flow promises inverse_transform(transform(X)) == X, and a
         # fitted flow can be nearly flat far from the data (a neural spline
         # on moons: slopes of 2e-9 across two layers ten standard deviations

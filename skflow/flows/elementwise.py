@@ -83,6 +83,7 @@ class Affine(ElementwiseMap):
     """
 
     n_params = 2
+    scale_bound: float
 
     def __init__(self, scale_bound: float = 3.0) -> None:
         super().__init__()

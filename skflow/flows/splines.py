@@ -191,6 +191,9 @@ class RationalQuadraticSpline(ElementwiseMap):
         ``B``, positive and finite.
     """
 
+    n_bins: int
+    tail_bound: float
+
     def __init__(self, n_bins: int = 8, tail_bound: float = 3.0) -> None:
         super().__init__()
         if isinstance(n_bins, bool) or not isinstance(n_bins, Integral) or n_bins < 2:
