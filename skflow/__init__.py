@@ -1,6 +1,7 @@
 """skflow: normalizing flows as scikit-learn estimators."""
 
 from .base import FlowEstimator
+from .conditional import FlowClassifier, FlowRegressor
 from .continuous import CNFDensity, FlowMatchingDensity
 from .glow import GlowDensity
 from .injective import FreeFormFlowDensity, InjectiveFlowEstimator
@@ -20,8 +21,10 @@ __all__ = [
     "DensityDisplay",
     "DensityOutlierDetector",
     "ExplainedVarianceDisplay",
+    "FlowClassifier",
     "FlowEstimator",
     "FlowMatchingDensity",
+    "FlowRegressor",
     "FreeFormFlowDensity",
     "GlowDensity",
     "IAFDensity",

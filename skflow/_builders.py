@@ -19,21 +19,25 @@ from .flows.linear import Permutation
 __all__ = ["autoregressive_order", "check_coupling_features", "coupling_stack"]
 
 
-def check_coupling_features(estimator: object, n_features: int) -> None:
+def check_coupling_features(estimator: object, n_features: int, n_context: int = 0) -> None:
     """Coupling flows split the features in two, so they need at least two.
+
+    A conditional flow of one feature is the exception: its couplings
+    transform that feature with parameters computed from the context alone.
 
     Parameters
     ----------
     estimator : object
         The estimator being built; its class name goes into the message.
     n_features : int
+    n_context : int, default=0
 
     Raises
     ------
     ValueError
-        If ``n_features < 2``.
+        If ``n_features < 2`` without a context.
     """
-    if n_features < 2:
+    if n_features < 2 and not (n_features == 1 and n_context > 0):
         raise ValueError(
             f"{type(estimator).__name__} needs at least 2 features, got {n_features} feature(s); "
             "a coupling layer splits the features in two."
@@ -70,6 +74,8 @@ def coupling_stack(
         Per coupling, the mixing bijections followed by the coupling.
     """
     kept_first = n_features // 2
+    if n_features == 1:  # conditional flow of one feature: nothing to split or mix
+        return [[make_coupling(0, False)] for _ in range(n_layers)]
     if permutation == "alternate":
         return [
             [make_coupling(n_features - kept_first if index % 2 else kept_first, bool(index % 2))]

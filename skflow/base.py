@@ -53,7 +53,7 @@ from typing_extensions import dataclass_transform
 from ._dask import dask_aware
 from ._threads import torch_threads
 from .flows.core import BaseDistribution, FlowModel
-from .training import train_model
+from .training import TrainingResult, train_model
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 
@@ -146,6 +146,38 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 def _n_parameters(model: nn.Module) -> int:
     """Trainable and frozen parameter count: a forward pass costs about this many MACs per row."""
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def map_rows(
+    function: Callable[[Tensor], Tensor],
+    array: np.ndarray,
+    device: torch.device,
+    model: nn.Module,
+    *,
+    n_threads: int | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    inference_mode: bool = False,
+) -> np.ndarray:
+    """Apply ``model``'s ``function`` to rows ``(n, ...)`` in batches, without autograd; float64 out.
+
+    Every pass gets exactly ``batch_size`` rows (the last one zero-padded):
+    matrix products round differently for different batch shapes, and a
+    fixed shape makes each row's result independent of the rows processed
+    with it. ``inference_mode`` uses torch's inference mode rather than
+    ``no_grad`` (for models that never need autograd at inference).
+    """
+    n_rows = len(array)
+    n_batches = max(1, -(-n_rows // batch_size))
+    # One zero-padded copy and one transfer for all batches, not one per batch.
+    padded = np.zeros((n_batches * batch_size, *array.shape[1:]), dtype=array.dtype)
+    padded[:n_rows] = array
+    inputs = FlowEstimator._to_tensor(padded, device, dtype)
+    macs = batch_size * _n_parameters(model)
+    no_autograd = torch.inference_mode() if inference_mode else torch.no_grad()
+    with no_autograd, torch_threads(n_threads, macs=macs, device=device):
+        outputs = [function(batch) for batch in inputs.split(batch_size)]
+    return torch.cat(outputs)[:n_rows].detach().cpu().numpy().astype(np.float64)
 
 
 def _standardisation(X: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -512,14 +544,81 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
         self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
         rows = self._to_tensor((X - self.mean_) / self.scale_, device)
-        jitter = self._to_tensor(self.dequantization_widths_ / self.scale_, device)
+        if fresh:
+            n_features = X.shape[1]
+            build: Callable[[], FlowModel] = lambda: self.build_model(n_features)
+        else:
+            # A copy: a diverging continuation must not touch the fitted model.
+            fitted = self.model_
+            build = lambda: copy.deepcopy(fitted)
+        model, result = self._run_engine(
+            build,
+            rows,
+            seed,
+            sample_weight,
+            device,
+            jitter=self.dequantization_widths_ / self.scale_,
+            max_epochs=max_epochs,
+            validation_fraction=validation_fraction,
+            accelerator=accelerator,
+            optimizer_state=getattr(self, "_optimizer_state", None),
+        )
+        epochs_before = len(self.history_)
+        self.model_ = model
+        self.device_ = device
+        self.is_main_process_ = accelerator is None or bool(accelerator.is_main_process)
+        self._optimizer_state = result.optimizer_state
+        self.history_ = self.history_ + result.history
+        self.n_iter_ = len(self.history_)
+        self.best_epoch_ = epochs_before + result.best_epoch
+        self._after_fit(rows)
+
+    def _run_engine(
+        self,
+        build: Callable[[], FlowModel],
+        rows: Tensor,
+        seed: int,
+        sample_weight: np.ndarray | None,
+        device: torch.device,
+        *,
+        jitter: np.ndarray,
+        max_epochs: int,
+        validation_fraction: float | None,
+        accelerator: Any = None,
+        optimizer_state: Any = None,
+    ) -> tuple[FlowModel, TrainingResult]:
+        """Build a model with torch seeded by ``seed`` and train it with this estimator's settings.
+
+        The one training call of the estimator layer: the families' ``fit``
+        and ``partial_fit``, and the conditional estimators (which train a
+        model built from their ``flow`` on joint ``[target | context]``
+        rows), all go through it.
+
+        Parameters
+        ----------
+        build : callable () -> FlowModel
+            Returns the model to train (fresh, or a copy to continue).
+        rows : Tensor of shape (n_samples, n_columns)
+            Training rows in model units, on ``device``.
+        seed : int
+        sample_weight : ndarray of shape (n_samples,) or None
+        device : torch.device
+        jitter : ndarray of shape (n_columns,)
+            Dequantisation width of each column in model units (0: none).
+        max_epochs, validation_fraction
+            As the hyperparameters, which a caller may override.
+        accelerator, optimizer_state
+            See :func:`~skflow.training.train_model`.
+
+        Returns
+        -------
+        model : FlowModel
+            Trained, in evaluation mode, on ``device``.
+        result : TrainingResult
+        """
         weights = None if sample_weight is None else self._to_tensor(sample_weight, device)
         with _seeded(seed, device):
-            if fresh:
-                model = self.build_model(X.shape[1]).to(device)
-            else:
-                # A copy: a diverging continuation must not touch the fitted model.
-                model = copy.deepcopy(self.model_).to(device)
+            model = build().to(device)
             result = train_model(
                 model,
                 rows,
@@ -534,22 +633,14 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 random_state=seed,
                 device=str(device),
                 verbose=self.verbose,
-                jitter=jitter if self.dequantized_features_.any() else None,
+                jitter=self._to_tensor(jitter, device) if np.any(jitter > 0) else None,
                 noise_std=self.noise_std,
                 sample_weight=weights,
                 n_threads=self.n_threads,
                 accelerator=accelerator,
-                optimizer_state=getattr(self, "_optimizer_state", None),
+                optimizer_state=optimizer_state,
             )
-        epochs_before = len(self.history_)
-        self.model_ = model
-        self.device_ = device
-        self.is_main_process_ = accelerator is None or bool(accelerator.is_main_process)
-        self._optimizer_state = result.optimizer_state
-        self.history_ = self.history_ + result.history
-        self.n_iter_ = len(self.history_)
-        self.best_epoch_ = epochs_before + result.best_epoch
-        self._after_fit(rows)
+        return model, result
 
     def _resolved_accelerator(self) -> Any:
         if self.accelerator is None:
@@ -695,19 +786,16 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         ``dtype`` and ``device`` are those of the model ``function`` belongs
         to (by default the fitted model's); see :meth:`_float64_model`.
         """
-        size = self._inference_batch_size
-        device = self.device_ if device is None else device
-        n_rows = len(array)
-        n_batches = max(1, -(-n_rows // size))
-        # One zero-padded copy and one transfer for all batches, not one per batch.
-        padded = np.zeros((n_batches * size, *array.shape[1:]), dtype=array.dtype)
-        padded[:n_rows] = array
-        inputs = self._to_tensor(padded, device, dtype)
-        macs = size * _n_parameters(self.model_)
-        no_autograd = torch.inference_mode() if self._inference_without_autograd else torch.no_grad()
-        with no_autograd, torch_threads(self.n_threads, macs=macs, device=device):
-            outputs = [function(batch) for batch in inputs.split(size)]
-        return torch.cat(outputs)[:n_rows].detach().cpu().numpy().astype(np.float64)
+        return map_rows(
+            function,
+            array,
+            self.device_ if device is None else device,
+            self.model_,
+            n_threads=self.n_threads,
+            batch_size=self._inference_batch_size,
+            dtype=dtype,
+            inference_mode=self._inference_without_autograd,
+        )
 
     def _float64_model(self) -> tuple[FlowModel, torch.device]:
         """The fitted model in float64, and the device it runs on.
@@ -1064,12 +1152,15 @@ class ExactFlowEstimator(FlowEstimator):
         model, device = self._float64_model()
         return model, torch.float64, device
 
-    def base_distribution(self, n_features: int) -> BaseDistribution:
-        """The base distribution selected by ``n_base_components``."""
+    def base_distribution(self, n_features: int, n_context: int = 0) -> BaseDistribution:
+        """The base distribution selected by ``n_base_components``.
+
+        With a context (``n_context > 0``) a mixture's weights depend on it.
+        """
         from .flows.core import StandardNormal
 
         if self.n_base_components == 1:
             return StandardNormal(n_features)
         from .flows.distributions import GaussianMixtureBase
 
-        return GaussianMixtureBase(n_features, self.n_base_components)
+        return GaussianMixtureBase(n_features, self.n_base_components, n_context)

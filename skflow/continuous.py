@@ -66,9 +66,9 @@ class _ContinuousFlowEstimator(FlowEstimator):
             return None
         return SolverSettings("rk4", float(self.rtol), float(self.atol), int(self.validation_n_steps), False)
 
-    def _field(self, n_state: int) -> TimeConditionedMLP:
+    def _field(self, n_state: int, n_context: int = 0) -> TimeConditionedMLP:
         check_smooth_activation(self.activation)
-        return TimeConditionedMLP(n_state, tuple(self.hidden_dims), self.activation)
+        return TimeConditionedMLP(n_state, tuple(self.hidden_dims), self.activation, n_context=n_context)
 
     @property
     def nfe_(self) -> int:
@@ -211,9 +211,9 @@ class CNFDensity(_ContinuousFlowEstimator):
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def build_model(self, n_features: int) -> CNF:
+    def build_model(self, n_features: int, *, n_context: int = 0) -> CNF:
         model = CNF(
-            self._field(n_features + self.n_augment),
+            self._field(n_features + self.n_augment, n_context),
             n_features,
             self._solver_settings(),
             trace_estimator=self.trace_estimator,
@@ -294,9 +294,9 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
         "sigma_min": [Interval(Real, 0, 1, closed="left")],
     }
 
-    def build_model(self, n_features: int) -> FlowMatching:
+    def build_model(self, n_features: int, *, n_context: int = 0) -> FlowMatching:
         model = FlowMatching(
-            self._field(n_features),
+            self._field(n_features, n_context),
             n_features,
             self._solver_settings(),
             sigma_min=float(self.sigma_min),

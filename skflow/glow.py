@@ -167,9 +167,14 @@ dequantized_features_, n_features_in_, feature_names_in_
         scale = float(np.sqrt(np.average((X - mean) ** 2, weights=pixel_weights)))
         return np.full(n_features, mean), np.full(n_features, scale if scale > 0 else 1.0)
 
-    def build_model(self, n_features: int) -> ExactFlow:
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
         resolve_activation(self.activation)
         if self.image_shape is not None:
+            if n_context:
+                raise ValueError(
+                    "GlowDensity with image_shape takes no context (its convolutional couplings see only pixels); "
+                    "use the tabular Glow (image_shape=None) for a conditional flow."
+                )
             transform: Bijection = multiscale_glow(
                 self._checked_image_shape(n_features),
                 n_levels=self.n_levels,
@@ -180,14 +185,16 @@ dequantized_features_, n_features_in_, feature_names_in_
                 learned_prior=self.learned_prior,
             )
             return ExactFlow(transform, self.base_distribution(n_features))
-        check_coupling_features(self, n_features)
+        check_coupling_features(self, n_features, n_context)
         layers: list[Bijection] = []
         kept = n_features // 2
         for _ in range(self.n_steps):
-            conditioner = MLP(kept, 2 * (n_features - kept), self.hidden_dims, self.activation, zero_init_last=True)
+            conditioner = MLP(
+                kept + n_context, 2 * (n_features - kept), self.hidden_dims, self.activation, zero_init_last=True
+            )
             layers += [
                 ActNorm(n_features),
                 LULinear(n_features),
-                AffineCoupling(n_features, kept, conditioner, scale_bound=self.scale_bound),
+                AffineCoupling(n_features, kept, conditioner, scale_bound=self.scale_bound, n_context=n_context),
             ]
-        return ExactFlow(Chain(layers), self.base_distribution(n_features))
+        return ExactFlow(Chain(layers), self.base_distribution(n_features, n_context))

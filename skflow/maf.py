@@ -40,7 +40,7 @@ class _AffineAutoregressiveDensity(ExactFlowEstimator):
     _inverse: ClassVar[bool] = False
     _parameter_constraints: ClassVar[dict] = {**ExactFlowEstimator._parameter_constraints, **_AFFINE_CONSTRAINTS}
 
-    def build_model(self, n_features: int) -> ExactFlow:
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
         resolve_activation(self.activation)
         layers: list[Bijection] = []
         for index in range(self.n_layers):
@@ -53,10 +53,11 @@ class _AffineAutoregressiveDensity(ExactFlowEstimator):
                 self.activation,
                 order=autoregressive_order(n_features, index),
                 zero_init_last=True,
+                n_context=n_context,
             )
             layer = MaskedAffineAutoregressive(made, scale_bound=self.scale_bound)
             layers.append(InverseAutoregressive(layer) if self._inverse else layer)
-        return ExactFlow(Chain(layers), self.base_distribution(n_features))
+        return ExactFlow(Chain(layers), self.base_distribution(n_features, n_context))
 
 
 class MAFDensity(_AffineAutoregressiveDensity):

@@ -77,17 +77,17 @@ class NICEDensity(ExactFlowEstimator):
         **shared_constraints("n_layers", "hidden_dims", "activation", "permutation"),
     }
 
-    def build_model(self, n_features: int) -> ExactFlow:
-        check_coupling_features(self, n_features)
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
+        check_coupling_features(self, n_features, n_context)
         resolve_activation(self.activation)
 
         def make_coupling(kept: int, flip: bool) -> AdditiveCoupling:
             # Zero-initialised last layer: every coupling starts as the identity.
-            shift = MLP(kept, n_features - kept, self.hidden_dims, self.activation, zero_init_last=True)
-            return AdditiveCoupling(n_features, kept, shift, flip=flip)
+            shift = MLP(kept + n_context, n_features - kept, self.hidden_dims, self.activation, zero_init_last=True)
+            return AdditiveCoupling(n_features, kept, shift, flip=flip, n_context=n_context)
 
         layers: list[Bijection] = []
         for step in coupling_stack(n_features, self.n_layers, self.permutation, make_coupling):
             layers.extend(step)
         layers.append(DiagonalScaling(n_features))
-        return ExactFlow(Chain(layers), self.base_distribution(n_features))
+        return ExactFlow(Chain(layers), self.base_distribution(n_features, n_context))

@@ -85,8 +85,8 @@ class PlanarFlowDensity(ExactFlowEstimator):
         "orientation": [StrOptions({"normalizing", "generative"})],
     }
 
-    def build_model(self, n_features: int) -> ExactFlow:
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
         layers: list[Bijection] = [ActNorm(n_features)] if self.actnorm else []
         layer_class = PlanarFlow if self.orientation == "generative" else InversePlanarFlow
-        layers += [layer_class(n_features) for _ in range(self.n_layers)]
-        return ExactFlow(Chain(layers), self.base_distribution(n_features))
+        layers += [layer_class(n_features, n_context=n_context) for _ in range(self.n_layers)]
+        return ExactFlow(Chain(layers), self.base_distribution(n_features, n_context))

@@ -86,15 +86,19 @@ class RealNVPDensity(ExactFlowEstimator):
         **shared_constraints("n_layers", "hidden_dims", "activation", "scale_bound", "actnorm", "permutation"),
     }
 
-    def build_model(self, n_features: int) -> ExactFlow:
-        check_coupling_features(self, n_features)
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
+        check_coupling_features(self, n_features, n_context)
         resolve_activation(self.activation)
 
         def make_coupling(kept: int, flip: bool) -> AffineCoupling:
-            conditioner = MLP(kept, 2 * (n_features - kept), self.hidden_dims, self.activation, zero_init_last=True)
-            return AffineCoupling(n_features, kept, conditioner, flip=flip, scale_bound=self.scale_bound)
+            conditioner = MLP(
+                kept + n_context, 2 * (n_features - kept), self.hidden_dims, self.activation, zero_init_last=True
+            )
+            return AffineCoupling(
+                n_features, kept, conditioner, flip=flip, scale_bound=self.scale_bound, n_context=n_context
+            )
 
         layers: list[Bijection] = []
         for step in coupling_stack(n_features, self.n_layers, self.permutation, make_coupling):
             layers.extend([ActNorm(n_features), *step] if self.actnorm else step)
-        return ExactFlow(Chain(layers), self.base_distribution(n_features))
+        return ExactFlow(Chain(layers), self.base_distribution(n_features, n_context))

@@ -106,22 +106,34 @@ class NeuralSplineDensity(ExactFlowEstimator):
         "tail_bound": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def build_model(self, n_features: int) -> ExactFlow:
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
         if self.variant == "coupling":
-            check_coupling_features(self, n_features)
+            check_coupling_features(self, n_features, n_context)
         resolve_activation(self.activation)
         params_per_feature = spline_params_per_feature(self.n_bins)
 
         def make_coupling(kept: int, flip: bool) -> RationalQuadraticCoupling:
             conditioner = MLP(
-                kept, (n_features - kept) * params_per_feature, self.hidden_dims, self.activation, zero_init_last=True
+                kept + n_context,
+                (n_features - kept) * params_per_feature,
+                self.hidden_dims,
+                self.activation,
+                zero_init_last=True,
             )
-            return RationalQuadraticCoupling(n_features, kept, conditioner, flip, self.n_bins, self.tail_bound)
+            return RationalQuadraticCoupling(
+                n_features, kept, conditioner, flip, self.n_bins, self.tail_bound, n_context=n_context
+            )
 
         def make_autoregressive(index: int) -> MaskedRationalQuadraticAutoregressive:
             order = autoregressive_order(n_features, index)
             made = MADE(
-                n_features, params_per_feature, self.hidden_dims, self.activation, order=order, zero_init_last=True
+                n_features,
+                params_per_feature,
+                self.hidden_dims,
+                self.activation,
+                order=order,
+                zero_init_last=True,
+                n_context=n_context,
             )
             return MaskedRationalQuadraticAutoregressive(made, self.n_bins, self.tail_bound)
 
@@ -133,4 +145,4 @@ class NeuralSplineDensity(ExactFlowEstimator):
         layers: list[Bijection] = []
         for step in steps:
             layers.extend([ActNorm(n_features), *step] if self.actnorm else step)
-        return ExactFlow(Chain(layers), self.base_distribution(n_features))
+        return ExactFlow(Chain(layers), self.base_distribution(n_features, n_context))

@@ -104,7 +104,9 @@ DATASETS = {"correlated": correlated_data, "blobs": two_blobs_2d}
 # Bijections
 # ---------------------------------------------------------------------- #
 @torch.no_grad()
-def randomise_parameters(module: nn.Module, n_features: int, scale: float = 0.3, seed: int = 0) -> nn.Module:
+def randomise_parameters(
+    module: nn.Module, n_features: int, scale: float = 0.3, seed: int = 0, n_context: int = 0
+) -> nn.Module:
     """Move a bijection away from its initialisation, in place, and return it.
 
     One forward pass in training mode first lets data-dependent
@@ -117,7 +119,8 @@ def randomise_parameters(module: nn.Module, n_features: int, scale: float = 0.3,
     generator = torch.Generator().manual_seed(seed)
     dtype = next((p.dtype for p in module.parameters()), torch.get_default_dtype())
     module.train()
-    module(torch.randn(16, n_features, generator=generator, dtype=dtype))
+    context = torch.randn(16, n_context, generator=generator, dtype=dtype) if n_context else None
+    module(torch.randn(16, n_features, generator=generator, dtype=dtype), context)
     for parameter in module.parameters():
         parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
     for name, buffer in module.named_buffers():

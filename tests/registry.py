@@ -108,3 +108,36 @@ BIJECTIONS: dict[str, Callable[[int], Bijection]] = {
     "conv_coupling": lambda d: conv_affine_coupling((d, 1, 1), hidden_channels=4, activation="tanh"),
     "chain": lambda d: Chain([ActNorm(d), _affine_coupling(d), Permutation.reverse(d), _affine_coupling(d, True)]),
 }
+
+
+def _conditional_coupling(kind: str, n_features: int, n_context: int) -> Bijection:
+    # n_features == 1: nothing to keep, the context alone sets the map.
+    kept = n_features // 2
+    width = {"affine": 2, "additive": 1, "spline": 14}[kind] * (n_features - kept)
+    conditioner = MLP(kept + n_context, width, (16,), "tanh")
+    if kind == "affine":
+        return AffineCoupling(n_features, kept, conditioner, flip=True, n_context=n_context)
+    if kind == "additive":
+        return AdditiveCoupling(n_features, kept, conditioner, n_context=n_context)
+    return RationalQuadraticCoupling(n_features, kept, conditioner, n_bins=5, n_context=n_context)
+
+
+# Every layer that takes a context, built with one: factories
+# ``(n_features, n_context) -> Bijection``. The context battery
+# (tests/flows/test_bijections.py) runs over all of them.
+CONDITIONAL_BIJECTIONS: dict[str, Callable[[int, int], Bijection]] = {
+    "affine_coupling": lambda d, c: _conditional_coupling("affine", d, c),
+    "additive_coupling": lambda d, c: _conditional_coupling("additive", d, c),
+    "spline_coupling": lambda d, c: _conditional_coupling("spline", d, c),
+    "maf_affine": lambda d, c: MaskedAffineAutoregressive(MADE(d, 2, (16,), "tanh", n_context=c)),
+    "iaf_affine": lambda d, c: InverseAutoregressive(
+        MaskedAffineAutoregressive(MADE(d, 2, (16,), "tanh", n_context=c))
+    ),
+    "spline_autoregressive": lambda d, c: MaskedRationalQuadraticAutoregressive(
+        MADE(d, 14, (16,), "tanh", n_context=c), n_bins=5
+    ),
+    "planar": lambda d, c: PlanarFlow(d, n_context=c),
+    "planar_inverse": lambda d, c: InversePlanarFlow(d, n_context=c),
+    # Glow's tabular step: only its coupling sees the context.
+    "glow_step": lambda d, c: Chain([ActNorm(d), LULinear(d), _conditional_coupling("affine", d, c)]),
+}

@@ -1,6 +1,7 @@
 """Torch layer of skflow: invertible layers and flow models (no scikit-learn here)."""
 
 from .autoregressive import MADE, Autoregressive, InverseAutoregressive, MaskedAffineAutoregressive
+from .conditional import ConditionalFlow
 from .core import Bijection, Chain, ExactFlow, FlowModel, StandardNormal
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling
 from .distributions import GaussianMixtureBase
@@ -22,6 +23,7 @@ __all__ = [
     "Bijection",
     "Chain",
     "ChannelActNorm",
+    "ConditionalFlow",
     "Coupling",
     "DiagonalScaling",
     "ElementwiseMap",

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..nn import resolve_activation
-from .core import Bijection
+from .core import Bijection, check_context
 from .elementwise import Affine, ElementwiseMap, Inverted
 
 __all__ = [
@@ -169,9 +169,8 @@ class MADE(nn.Module):
         -------
         params : Tensor of shape (n, params_per_feature, d)
         """
-        if self.n_context:
-            if context is None:
-                raise ValueError(f"This MADE expects a context of width {self.n_context}, got None.")
+        context = check_context(self, context)
+        if context is not None:
             x = torch.cat([x, context], dim=1)
         return self.network(x).view(x.shape[0], self.params_per_feature, self.n_features)
 

@@ -30,6 +30,7 @@ __all__ = [
     "ExactFlow",
     "FlowModel",
     "StandardNormal",
+    "check_context",
 ]
 
 
@@ -72,6 +73,23 @@ class Bijection(nn.Module):
             ``log |det dx/dy|`` (the negative of the forward log-det at ``x``).
         """
         raise NotImplementedError
+
+
+def check_context(layer: nn.Module, context: Tensor | None) -> Tensor | None:
+    """The context a layer declared (``layer.n_context``), checked; None for an unconditional layer.
+
+    Raises
+    ------
+    ValueError
+        If a conditional layer gets no context or one of the wrong width.
+    """
+    n_context = getattr(layer, "n_context", 0)
+    if not n_context:
+        return None
+    if context is None or context.ndim != 2 or context.shape[1] != n_context:
+        got = None if context is None else tuple(context.shape)
+        raise ValueError(f"{type(layer).__name__} expects a context of shape (n, {n_context}), got {got}.")
+    return context
 
 
 class Chain(Bijection):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .core import Bijection
+from .core import Bijection, check_context
 from .elementwise import Additive, Affine, ElementwiseMap
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling"]
@@ -29,7 +29,10 @@ class Coupling(Bijection):
     n_features : int
         Dimension ``d`` of the input.
     n_identity : int
-        Number of features that pass unchanged (``0 < n_identity < d``).
+        Number of features that pass unchanged (``0 < n_identity < d``; 0 is
+        allowed with a context: every feature is then transformed by
+        parameters computed from the context alone, which is what a
+        conditional flow of a single target needs).
     conditioner : nn.Module
         Maps the identity part (concatenated with the context, if any) to the
         parameters of the elementwise map, shape
@@ -41,14 +44,25 @@ class Coupling(Bijection):
         If False the first ``n_identity`` features pass unchanged, otherwise
         the last ``n_identity`` do. Alternating ``flip`` between layers lets
         every feature be transformed.
+    n_context : int, default=0
+        Width of the context concatenated to the conditioner's input; a
+        layer with ``n_context > 0`` requires a context of that width (0:
+        any context given is passed on unchecked).
     """
 
     def __init__(
-        self, n_features: int, n_identity: int, conditioner: nn.Module, elementwise: ElementwiseMap, flip: bool = False
+        self,
+        n_features: int,
+        n_identity: int,
+        conditioner: nn.Module,
+        elementwise: ElementwiseMap,
+        flip: bool = False,
+        n_context: int = 0,
     ) -> None:
         super().__init__()
-        if not 0 < n_identity < n_features:
-            raise ValueError(f"n_identity must lie in (0, {n_features}), got {n_identity}.")
+        lowest = 0 if n_context > 0 else 1
+        if not lowest <= n_identity < n_features:
+            raise ValueError(f"n_identity must lie in [{lowest}, {n_features}), got {n_identity}.")
         if not isinstance(elementwise, ElementwiseMap):
             raise TypeError(f"elementwise must be an ElementwiseMap, got {type(elementwise).__name__}.")
         self.n_features = n_features
@@ -56,6 +70,7 @@ class Coupling(Bijection):
         self.flip = flip
         self.conditioner = conditioner
         self.elementwise = elementwise
+        self.n_context = n_context
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return (identity part, transformed part)."""
@@ -70,6 +85,10 @@ class Coupling(Bijection):
         return torch.cat(parts, dim=1)
 
     def _params(self, identity: Tensor, context: Tensor | None) -> Tensor:
+        if self.n_context:
+            context = check_context(self, context)
+        # Without a declared width the context goes to the conditioner as
+        # given, which then decides (a convolutional one refuses it).
         inputs = identity if context is None else torch.cat([identity, context], dim=1)
         params = self.conditioner(inputs)
         return params.view(identity.shape[0], self.elementwise.n_params, self.n_features - self.n_identity)
@@ -95,7 +114,7 @@ class AffineCoupling(Coupling):
 
     Parameters
     ----------
-    n_features, n_identity, conditioner, flip
+    n_features, n_identity, conditioner, flip, n_context
         See :class:`Coupling`; the conditioner has ``2 * (d - n_identity)``
         outputs.
     scale_bound : float, default=3.0
@@ -109,8 +128,9 @@ class AffineCoupling(Coupling):
         conditioner: nn.Module,
         flip: bool = False,
         scale_bound: float = 3.0,
+        n_context: int = 0,
     ) -> None:
-        super().__init__(n_features, n_identity, conditioner, Affine(scale_bound), flip)
+        super().__init__(n_features, n_identity, conditioner, Affine(scale_bound), flip, n_context)
 
 
 class AdditiveCoupling(Coupling):
@@ -118,9 +138,11 @@ class AdditiveCoupling(Coupling):
 
     Parameters
     ----------
-    n_features, n_identity, conditioner, flip
+    n_features, n_identity, conditioner, flip, n_context
         See :class:`Coupling`; the conditioner has ``d - n_identity`` outputs.
     """
 
-    def __init__(self, n_features: int, n_identity: int, conditioner: nn.Module, flip: bool = False) -> None:
-        super().__init__(n_features, n_identity, conditioner, Additive(), flip)
+    def __init__(
+        self, n_features: int, n_identity: int, conditioner: nn.Module, flip: bool = False, n_context: int = 0
+    ) -> None:
+        super().__init__(n_features, n_identity, conditioner, Additive(), flip, n_context)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .core import BaseDistribution
+from .core import BaseDistribution, check_context
 
 __all__ = ["GaussianMixtureBase"]
 
@@ -33,6 +33,11 @@ class GaussianMixtureBase(BaseDistribution):
         Dimension ``d``.
     n_components : int
         Number of mixture components ``k``.
+    n_context : int, default=0
+        Width of an optional context ``c``; the mixture weights then become
+        ``softmax(logits + A c)`` (``A`` learned, zero at initialisation), so
+        a conditional flow can move mass between modes as the context
+        changes. Means and scales stay shared: the flow's layers move those.
 
     Attributes
     ----------
@@ -46,7 +51,7 @@ class GaussianMixtureBase(BaseDistribution):
         Log standard deviations; initialised at 0 (unit scales).
     """
 
-    def __init__(self, n_features: int, n_components: int) -> None:
+    def __init__(self, n_features: int, n_components: int, n_context: int = 0) -> None:
         super().__init__()
         for name, value in (("n_features", n_features), ("n_components", n_components)):
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -56,6 +61,17 @@ class GaussianMixtureBase(BaseDistribution):
         self.logits = nn.Parameter(torch.zeros(self.n_components))
         self.means = nn.Parameter(torch.randn(self.n_components, self.n_features))
         self.log_scales = nn.Parameter(torch.zeros(self.n_components, self.n_features))
+        self.n_context = int(n_context)
+        if self.n_context:
+            self.context_logits = nn.Linear(self.n_context, self.n_components, bias=False)
+            nn.init.zeros_(self.context_logits.weight)
+
+    def _log_weights(self, context: Tensor | None) -> Tensor:
+        """Log mixture weights, shape ``(k,)``, or ``(n, k)`` for a conditional mixture."""
+        context = check_context(self, context)
+        if context is None:
+            return torch.log_softmax(self.logits, dim=0)
+        return torch.log_softmax(self.logits + self.context_logits(context), dim=1)
 
     def _check(self, z: Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.n_features:
@@ -88,8 +104,8 @@ class GaussianMixtureBase(BaseDistribution):
         Parameters
         ----------
         z : Tensor of shape (n, d)
-        context : ignored
-            The mixture is unconditional.
+        context : Tensor of shape (n, n_context), optional
+            Required when ``n_context > 0``, ignored otherwise.
 
         Returns
         -------
@@ -97,7 +113,7 @@ class GaussianMixtureBase(BaseDistribution):
         """
         # logsumexp over components keeps far-away points finite, where each
         # component's density alone underflows to zero.
-        weighted = self.component_log_prob(z) + torch.log_softmax(self.logits, dim=0)
+        weighted = self.component_log_prob(z) + self._log_weights(context)
         return torch.logsumexp(weighted, dim=1)
 
     def sample(
@@ -114,7 +130,8 @@ class GaussianMixtureBase(BaseDistribution):
         generator : torch.Generator, optional
             Source of randomness for both the component choice and the
             Gaussian noise; must live on the module's device.
-        context : ignored
+        context : Tensor of shape (n_samples, n_context), optional
+            One context per draw; required when ``n_context > 0``.
 
         Returns
         -------
@@ -124,8 +141,13 @@ class GaussianMixtureBase(BaseDistribution):
         """
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
             raise ValueError(f"n_samples must be a non-negative integer, got {n_samples!r}.")
-        weights = torch.softmax(self.logits.detach(), dim=0)
-        components = torch.multinomial(weights, int(n_samples), replacement=True, generator=generator)
+        weights = self._log_weights(context).detach().exp()
+        if weights.dim() == 2:
+            if len(weights) != n_samples:
+                raise ValueError(f"Got {len(weights)} contexts for {n_samples} samples; give one per sample.")
+            components = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        else:
+            components = torch.multinomial(weights, int(n_samples), replacement=True, generator=generator)
         noise = torch.randn(
             int(n_samples),
             self.n_features,

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import Bijection
+from .core import Bijection, check_context
 
 __all__ = ["InversePlanarFlow", "PlanarFlow", "solve_planar_equation"]
 
@@ -147,6 +147,11 @@ class PlanarFlow(Bijection):
         Dimension ``d``.
     max_iter : int, default=100
         Iteration cap of the root solve.
+    n_context : int, default=0
+        Width of an optional context ``c``; the offset then becomes
+        ``b + a^T c`` (a learned ``a``, zero at initialisation). Only the
+        offset may depend on the context: invertibility rests on
+        ``w^T u_hat >= -1``, which an offset leaves intact.
 
     Attributes
     ----------
@@ -166,7 +171,7 @@ class PlanarFlow(Bijection):
     close to the base distribution instead of compounding random contractions.
     """
 
-    def __init__(self, n_features: int, max_iter: int = 100) -> None:
+    def __init__(self, n_features: int, max_iter: int = 100, n_context: int = 0) -> None:
         super().__init__()
         if int(n_features) < 1:
             raise ValueError(f"n_features must be a positive integer, got {n_features!r}.")
@@ -180,6 +185,17 @@ class PlanarFlow(Bijection):
         self.weight = nn.Parameter(weight)
         self.raw_direction = nn.Parameter(orthogonal + _IDENTITY_PREACTIVATION * weight / (weight @ weight))
         self.bias = nn.Parameter(torch.zeros(()))
+        self.n_context = int(n_context)
+        if self.n_context:
+            self.context_offset = nn.Linear(self.n_context, 1, bias=False)
+            nn.init.zeros_(self.context_offset.weight)
+
+    def _offset(self, context: Tensor | None) -> Tensor:
+        """``b``, shape ``()``, or ``b + a^T c`` per row, shape ``(n,)``, for a conditional layer."""
+        context = check_context(self, context)
+        if context is None:
+            return self.bias
+        return self.bias + self.context_offset(context).squeeze(1)
 
     def _constrained(self) -> tuple[Tensor, Tensor]:
         """``(u_hat, 1 + w^T u_hat)``, the latter computed as ``softplus(w^T u)``."""
@@ -208,8 +224,8 @@ class PlanarFlow(Bijection):
         Parameters
         ----------
         x : Tensor of shape (n, d)
-        context : ignored
-            Planar layers are unconditional.
+        context : Tensor of shape (n, n_context), optional
+            Required when ``n_context > 0``, ignored otherwise.
 
         Returns
         -------
@@ -221,14 +237,15 @@ class PlanarFlow(Bijection):
         direction, one_plus_coefficient = self._constrained()
         coefficient = one_plus_coefficient - 1.0
         target = x @ self.weight
-        root = solve_planar_equation(target.detach(), one_plus_coefficient.detach(), self.bias.detach(), self.max_iter)
+        bias = self._offset(context)
+        root = solve_planar_equation(target.detach(), one_plus_coefficient.detach(), bias.detach(), self.max_iter)
         # One Newton step with autograd on: same value (the residual is zero at
         # the root) and, through it, the implicit-function gradient of the root.
-        tanh_root = torch.tanh(root + self.bias)
+        tanh_root = torch.tanh(root + bias)
         residual = root + coefficient * tanh_root - target
         slope = _slope(tanh_root, one_plus_coefficient).detach().clamp_min(torch.finfo(x.dtype).tiny)
         projection = root - residual / slope
-        tanh_value = torch.tanh(projection + self.bias)
+        tanh_value = torch.tanh(projection + bias)
         z = x - tanh_value.unsqueeze(1) * direction
         return z, -torch.log(_slope(tanh_value, one_plus_coefficient))
 
@@ -238,7 +255,7 @@ class PlanarFlow(Bijection):
         Parameters
         ----------
         y : Tensor of shape (n, d)
-        context : ignored
+        context : Tensor of shape (n, n_context), optional
 
         Returns
         -------
@@ -248,7 +265,7 @@ class PlanarFlow(Bijection):
         """
         self._check(y)
         direction, one_plus_coefficient = self._constrained()
-        tanh_value = torch.tanh(y @ self.weight + self.bias)
+        tanh_value = torch.tanh(y @ self.weight + self._offset(context))
         x = y + tanh_value.unsqueeze(1) * direction
         return x, torch.log(_slope(tanh_value, one_plus_coefficient))
 
@@ -270,6 +287,8 @@ class InversePlanarFlow(PlanarFlow):
         Dimension ``d``.
     max_iter : int, default=100
         Iteration cap of the root solve.
+    n_context : int, default=0
+        See :class:`PlanarFlow`.
     """
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -235,7 +235,7 @@ class RationalQuadraticCoupling(Coupling):
 
     Parameters
     ----------
-    n_features, n_identity, flip
+    n_features, n_identity, flip, n_context
         See :class:`~skflow.flows.coupling.Coupling`.
     conditioner : nn.Module
         Outputs ``(n, (d - n_identity) * (3 * n_bins - 1))``.
@@ -253,8 +253,11 @@ class RationalQuadraticCoupling(Coupling):
         flip: bool = False,
         n_bins: int = 8,
         tail_bound: float = 3.0,
+        n_context: int = 0,
     ) -> None:
-        super().__init__(n_features, n_identity, conditioner, RationalQuadraticSpline(n_bins, tail_bound), flip)
+        super().__init__(
+            n_features, n_identity, conditioner, RationalQuadraticSpline(n_bins, tail_bound), flip, n_context
+        )
 
 
 class MaskedRationalQuadraticAutoregressive(Autoregressive):

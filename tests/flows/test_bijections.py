@@ -7,11 +7,13 @@ in float64, with parameters randomised away from the identity initialisation.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
 from tests.helpers import randomise_parameters
-from tests.registry import BIJECTIONS
+from tests.registry import BIJECTIONS, CONDITIONAL_BIJECTIONS
 
 N_SAMPLES = 6
 WIDTHS = [2, 5]  # even and odd: uneven coupling splits
@@ -95,20 +97,47 @@ def test_every_parameter_receives_a_gradient(name: str) -> None:
         assert parameter.grad.abs().sum() > 0, f"{parameter_name} has an identically zero gradient"
 
 
-@pytest.mark.parametrize("name", list(BIJECTIONS))
-def test_context_is_threaded_through(name: str) -> None:
-    """Layers that declare ``n_context`` are checked with a fixed context."""
-    n_features = 4
+@pytest.mark.parametrize("n_features", [1, 4])
+@pytest.mark.parametrize("name", list(CONDITIONAL_BIJECTIONS))
+def test_context_is_threaded_through(name: str, n_features: int) -> None:
+    """Every layer that takes a context: log-det, inverse and effect at a fixed context."""
+    n_context = 3
     torch.manual_seed(0)
-    bijection = BIJECTIONS[name](n_features)
-    n_context = getattr(bijection, "n_context", 0)
-    if not n_context:
-        pytest.skip(f"{name} does not accept a context (no n_context attribute)")
-    bijection = randomise_parameters(bijection.double(), n_features, scale=0.5)
+    bijection = CONDITIONAL_BIJECTIONS[name](n_features, n_context)
+    bijection = randomise_parameters(bijection.double(), n_features, scale=0.5, n_context=n_context)
     x = _inputs(n_features)
     context = _inputs(n_context, seed=5)
     y, log_abs_det = bijection(x, context)
-    expected = _autograd_log_abs_det(lambda rows: bijection(rows, context[:1].expand(len(rows), -1))[0], x[:1])
-    torch.testing.assert_close(log_abs_det[:1], expected, rtol=0, atol=1e-8)
-    torch.testing.assert_close(bijection.inverse(y, context)[0], x, rtol=0, atol=1e-5)
-    assert not torch.allclose(bijection(x, -context)[0], y), "the context has no effect on the output"
+    for row in range(2):  # each row at its own fixed context
+        fixed = context[row : row + 1]
+        jacobian = torch.autograd.functional.jacobian(
+            lambda r, c=fixed: bijection(r.view(1, -1), c)[0].view(-1), x[row]
+        )
+        torch.testing.assert_close(log_abs_det[row], torch.linalg.slogdet(jacobian)[1], rtol=0, atol=1e-8)
+    x_back, inverse_log_abs_det = bijection.inverse(y, context)
+    torch.testing.assert_close(x_back, x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(inverse_log_abs_det, -log_abs_det, rtol=0, atol=1e-6)
+    changed = (bijection(x, -context)[0] - y).abs().amax(dim=1)
+    assert torch.all(changed > 1e-6), "the context has no effect on some rows' output"
+    # The context's gradient reaches the output (so training can use it).
+    context_leaf = context.clone().requires_grad_(True)
+    bijection(x, context_leaf)[0].sum().backward()
+    assert context_leaf.grad is not None and context_leaf.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="context"):
+        bijection(x, context[:, :2])
+
+
+def test_every_contextual_layer_class_is_in_the_context_battery() -> None:
+    """A layer class whose constructor takes n_context must have a conditional registry entry."""
+    covered = {
+        type(layer)
+        for factory in CONDITIONAL_BIJECTIONS.values()
+        for layer in factory(4, 2).modules()
+        if isinstance(layer, torch.nn.Module)
+    }
+    for factory in BIJECTIONS.values():
+        for layer in factory(4).modules():
+            if "n_context" in inspect.signature(type(layer).__init__).parameters:
+                assert any(issubclass(kind, type(layer)) for kind in covered), (
+                    f"{type(layer).__name__} takes a context but is not in the context battery"
+                )
