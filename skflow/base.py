@@ -425,17 +425,6 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     # trace of a continuous flow, a decoder's Jacobian) keep torch.no_grad.
     _inference_without_autograd: ClassVar[bool] = False
 
-    # Checks a family cannot pass, each with its reason: scikit-learn common
-    # checks by name ("check_fit2d_1feature", ...) and skflow's own shared
-    # batteries ("skflow_density_normalisation", ...). The test suite marks
-    # them xfail (strict), so a stale entry fails as loudly as a new bug.
-    _expected_failed_checks: ClassVar[dict[str, str]] = {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "mini-batch training with a random validation split: an integer weight equals repeated rows in "
-            "expectation, not draw for draw (exactly with full-batch training: tests/test_sample_weight.py)"
-        ),
-    }
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Each family's annotated hyperparameters become __init__ arguments,

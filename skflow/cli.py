@@ -34,23 +34,10 @@ import pandas as pd
 
 from . import __version__
 from .outlier import DETECTOR_NOISE_STD, DensityOutlierDetector
+from .registry import FAMILIES
 
 __all__ = ["main"]
 
-# Family names accepted by --model, mapped to the estimator classes of skflow.
-FAMILIES: dict[str, str] = {
-    "realnvp": "RealNVPDensity",
-    "nice": "NICEDensity",
-    "glow": "GlowDensity",
-    "maf": "MAFDensity",
-    "iaf": "IAFDensity",
-    "spline": "NeuralSplineDensity",
-    "planar": "PlanarFlowDensity",
-    "cnf": "CNFDensity",
-    "flowmatching": "FlowMatchingDensity",
-    "fif": "InjectiveFlowEstimator",
-    "fff": "FreeFormFlowDensity",
-}
 _FILE_FORMAT = "skflow-model"
 
 
@@ -124,13 +111,10 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 
 def make_estimator(family: str, params: dict[str, Any], verbose: int) -> Any:
     """A fresh estimator of the named family with the given hyperparameters."""
-    import skflow
-
-    class_name = FAMILIES.get(family.lower())
-    if class_name is None or not hasattr(skflow, class_name):
-        available = ", ".join(name for name, cls in FAMILIES.items() if hasattr(skflow, cls))
-        raise CommandError(f"unknown model family {family!r}; choose one of: {available}")
-    estimator_class = getattr(skflow, class_name)
+    estimator_class = FAMILIES.get(family.lower())
+    if estimator_class is None:
+        raise CommandError(f"unknown model family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    class_name = estimator_class.__name__
     valid = estimator_class().get_params()
     unknown = sorted(set(params) - set(valid))
     if unknown:

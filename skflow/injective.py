@@ -61,11 +61,6 @@ _NOT_INCREMENTAL = (
     "its fit ends by estimating the residual variance of the off-manifold directions on all training rows "
     "at once, which a chunk of rows cannot provide."
 )
-_NOT_NORMALISED_WHEN_UNTRAINED = (
-    "the free-form density is normalised only once the decoder inverts the encoder (and, for d < D, the "
-    "off-manifold Gaussian's tube approximation holds); the 3-epoch registry fit is far from that. "
-    "tests/test_injective.py integrates trained models instead."
-)
 
 
 def _scale_including_dequantization(
@@ -242,10 +237,6 @@ dequantized_features_, n_features_in_, feature_names_in_
     # exactly that (the reconstruction target is the noisy input).
     noise_std: float = 0.01
 
-    _expected_failed_checks: ClassVar[dict[str, str]] = {
-        **FlowEstimator._expected_failed_checks,
-        "skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED,
-    }
     _incremental_unsupported: ClassVar[str | None] = _NOT_INCREMENTAL
 
     _parameter_constraints: ClassVar[dict] = {
@@ -455,11 +446,6 @@ class FreeFormFlowDensity(FlowEstimator):
     n_residual_blocks: int = 2
     encoder: Callable | None = None
     decoder: Callable | None = None
-
-    _expected_failed_checks: ClassVar[dict[str, str]] = {
-        **FlowEstimator._expected_failed_checks,
-        "skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED,
-    }
 
     _parameter_constraints: ClassVar[dict] = {
         **FlowEstimator._parameter_constraints,

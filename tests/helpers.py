@@ -16,7 +16,7 @@ from sklearn.base import clone
 from torch import Tensor, nn
 
 from skflow.flows import FlowModel
-from tests.registry import FAST_ESTIMATORS
+from tests.registry import FAST_ESTIMATORS, expected_failures
 
 
 def all_subclasses(cls: type) -> set[type]:
@@ -53,12 +53,12 @@ def estimator_params(battery: str) -> list:
     """One ``pytest.param(index)`` per registered estimator.
 
     A family that cannot pass ``battery`` lists it, with a reason, in its
-    ``_expected_failed_checks``; the test is then a strict xfail, so the
+    ``EXPECTED_FAILURES`` (tests/registry.py); the test is then a strict xfail, so the
     declaration fails as soon as it becomes stale.
     """
     params = []
     for index, estimator in enumerate(FAST_ESTIMATORS):
-        reason = getattr(estimator, "_expected_failed_checks", {}).get(battery)
+        reason = expected_failures(estimator).get(battery)
         marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
         params.append(pytest.param(index, id=estimator_id(index), marks=marks))
     return params

@@ -11,8 +11,12 @@ Every flow family registers here, once:
   Jacobian, inverse round trip) run over every entry, in float64, after the
   parameters have been randomised so that no layer is tested at its identity
   initialisation.
+* ``EXPECTED_FAILURES``: checks an estimator class cannot pass, with the
+  reason, keyed by class name.
 
-Add an entry with a one-line edit; keep configurations small enough that the
+The families themselves are registered in ``skflow/registry.py``;
+``tests/test_registry.py`` fails when one of them has no ``FAST_ESTIMATORS``
+entry here. Add an entry with a one-line edit; keep configurations small enough that the
 whole suite stays within a few minutes on two CPU cores.
 """
 
@@ -80,6 +84,37 @@ FAST_ESTIMATORS: list[FlowEstimator] = [
     NICEDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
     GlowDensity(n_steps=2, hidden_dims=(16,), max_epochs=3, batch_size=64, random_state=0),
 ]
+
+# Checks an estimator class cannot pass, each with its reason, keyed by class
+# name: scikit-learn common checks by name ("check_fit2d_1feature", ...) and
+# skflow's own shared batteries ("skflow_density_normalisation", ...). An
+# entry applies to the class and its subclasses (FlowEstimator's to every
+# family). The batteries mark these xfail (strict), so a stale entry fails as
+# loudly as a new bug. This knowledge is the tests', not the library's.
+_NOT_NORMALISED_WHEN_UNTRAINED = (
+    "the free-form density is normalised only once the decoder inverts the encoder (and, for d < D, the "
+    "off-manifold Gaussian's tube approximation holds); the 3-epoch registry fit is far from that. "
+    "tests/test_injective.py integrates trained models instead."
+)
+EXPECTED_FAILURES: dict[str, dict[str, str]] = {
+    "FlowEstimator": {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "mini-batch training with a random validation split: an integer weight equals repeated rows in "
+            "expectation, not draw for draw (exactly with full-batch training: tests/test_sample_weight.py)"
+        ),
+    },
+    "InjectiveFlowEstimator": {"skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED},
+    "FreeFormFlowDensity": {"skflow_density_normalisation": _NOT_NORMALISED_WHEN_UNTRAINED},
+}
+
+
+def expected_failures(estimator: object) -> dict[str, str]:
+    """The checks ``estimator`` is expected to fail, with reasons (from its class and its bases)."""
+    failures: dict[str, str] = {}
+    for cls in reversed(type(estimator).__mro__):
+        failures.update(EXPECTED_FAILURES.get(cls.__name__, {}))
+    return failures
+
 
 BIJECTIONS: dict[str, Callable[[int], Bijection]] = {
     "affine_coupling": _affine_coupling,
