@@ -260,11 +260,14 @@ class DensityDisplay:
         grid_y = np.linspace(low[1] - pad[1], high[1] + pad[1], grid_resolution)
         mesh = np.stack(np.meshgrid(grid_x, grid_y), axis=-1).reshape(-1, 2)
         names = getattr(estimator, "feature_names_in_", None)
+        grid_points: Any = mesh
         if names is not None:  # score with the names it was fitted with, as it expects
             import pandas as pd
 
-            mesh = pd.DataFrame(mesh, columns=names)
-        log_density = np.asarray(estimator.score_samples(mesh), dtype=float).reshape(grid_resolution, grid_resolution)
+            grid_points = pd.DataFrame(mesh, columns=names)
+        log_density = np.asarray(estimator.score_samples(grid_points), dtype=float).reshape(
+            grid_resolution, grid_resolution
+        )
         display = cls(
             grid_x,
             grid_y,
