@@ -43,7 +43,7 @@ from skflow import (
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
 OUTPUT = Path(__file__).resolve().parent / "output" / f"displays{'_fast' if FAST else ''}.png"
-EPOCHS = 15 if FAST else 300
+EPOCHS = 15 if FAST else 150
 
 # %%
 # A density on two moons
@@ -51,8 +51,8 @@ EPOCHS = 15 if FAST else 300
 # A spline flow on two moons. ``verbose=1`` would print a short progress
 # report; the training curve shows the same history afterwards.
 
-X_moons, _ = make_moons(n_samples=600 if FAST else 3000, noise=0.06, random_state=0)
-flow = NeuralSplineDensity(max_epochs=EPOCHS, patience=30, random_state=0).fit(X_moons)
+X_moons, _ = make_moons(n_samples=600 if FAST else 2000, noise=0.06, random_state=0)
+flow = NeuralSplineDensity(max_epochs=EPOCHS, patience=20, random_state=0).fit(X_moons)
 
 # %%
 # A two-dimensional manifold in three dimensions
@@ -62,10 +62,10 @@ flow = NeuralSplineDensity(max_epochs=EPOCHS, patience=30, random_state=0).fit(X
 # injective flow with ``n_components=2`` can follow the sheet and keep more
 # of it (the script prints both shares).
 
-X_roll, _ = make_swiss_roll(n_samples=800 if FAST else 3000, noise=0.2, random_state=0)
+X_roll, _ = make_swiss_roll(n_samples=800 if FAST else 2000, noise=0.2, random_state=0)
 X_roll /= X_roll.std(axis=0)
 fif = InjectiveFlowEstimator(
-    n_components=2, hidden_dims=(128, 128), max_epochs=EPOCHS, lr=2e-3, patience=40, random_state=0
+    n_components=2, hidden_dims=(64, 64), max_epochs=EPOCHS, lr=2e-3, patience=20, random_state=0
 ).fit(X_roll)
 ratio = fif.explained_variance_ratio(X_roll)
 pca_ratio = PCA(n_components=2).fit(X_roll).explained_variance_ratio_
