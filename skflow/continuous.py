@@ -240,7 +240,10 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
     Training is simulation-free: for a data row ``x``, noise ``e ~ N(0, I)``
     and a time ``s ~ U(0, 1)`` on the optimal-transport path between them,
     the vector field is regressed on the path's velocity (Lipman et al.,
-    2023), one network pass per row. ``score_samples`` integrates the learned
+    2023), one network pass per row. By default each batch pairs its rows
+    with its noise draws by the exact optimal-transport assignment
+    (minibatch OT coupling, Tong et al., 2024), which makes the learned
+    field straighter and its density sharper. ``score_samples`` integrates the learned
     ODE with the exact trace (``log N(z(1)) + integral tr(df/dz) dt``),
     ``sample`` integrates from noise back to data. The training loss in
     ``history_`` is the regression loss; the validation loss is the held-out
@@ -256,6 +259,20 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
     }
     sigma_min : float, default=1e-4
         Width of the probability path at the data end, in standardised units.
+    coupling : {{"minibatch_ot", "independent"}}, default="minibatch_ot"
+        Pairing of data rows with noise rows in each batch: the exact
+        optimal-transport assignment of the batch (an ``O(batch_size^3)``
+        assignment on the CPU per step, a few milliseconds at the default
+        batch size), or independent draws (the original flow matching).
+        On two moons (2,000 rows, defaults otherwise) the held-out
+        log-likelihood was -0.81 with the coupling and -1.18 without
+        (``benchmarks/flow_matching_defaults.py``).
+    batch_size : int, default=64
+        As in :class:`~skflow.base.FlowEstimator`, whose default is 256:
+        flow matching's regression target is noisy and gains more from
+        optimisation steps than from larger batches.
+    lr : float, default=3e-3
+        As in :class:`~skflow.base.FlowEstimator`, whose default is 1e-3.
     {{shared_training_parameters}}
 
     Attributes
@@ -272,6 +289,9 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
     ----------
     Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le. "Flow Matching
     for Generative Modeling", ICLR 2023. arXiv:2210.02747.
+    A. Tong, K. Fatras, N. Malkin, G. Huguet, Y. Zhang, J. Rector-Brooks,
+    G. Wolf, Y. Bengio. "Improving and generalizing flow-based generative
+    models with minibatch optimal transport", TMLR 2024. arXiv:2302.00482.
 
     Examples
     --------
@@ -288,10 +308,15 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
     hidden_dims: tuple = (128, 128)
     validation_n_steps: int | None = 8
     sigma_min: float = 1e-4
+    coupling: str = "minibatch_ot"
+    # More, smaller steps than the shared defaults: see the docstring.
+    batch_size: int = 64
+    lr: float = 3e-3
 
     _parameter_constraints: ClassVar[dict] = {
         **_ContinuousFlowEstimator._parameter_constraints,
         "sigma_min": [Interval(Real, 0, 1, closed="left")],
+        "coupling": [StrOptions({"minibatch_ot", "independent"})],
     }
 
     def build_model(self, n_features: int, *, n_context: int = 0) -> FlowMatching:
@@ -302,6 +327,7 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
             sigma_min=float(self.sigma_min),
             evaluation_trace=self.evaluation_trace,
             validation_solver=self._validation_settings(),
+            coupling=self.coupling,
         )
         # float64: the solver's tolerances sit near float32 resolution, and
         # float32 rounding accumulated over many steps made a row's score

@@ -52,6 +52,7 @@ __all__ = [
     "ODEDynamics",
     "SolverSettings",
     "TimeConditionedMLP",
+    "minibatch_ot_pairing",
     "solve_rowwise_dopri5",
 ]
 
@@ -776,6 +777,33 @@ class CNF(ContinuousFlow):
         return super().decode(z, context)[:, : self.n_data_features]
 
 
+COUPLINGS = ("independent", "minibatch_ot")
+
+
+def minibatch_ot_pairing(x: Tensor, noise: Tensor) -> Tensor:
+    """Order of ``noise``'s rows that pairs them with ``x``'s at least total squared distance.
+
+    An exact assignment (Jonker-Volgenant, through SciPy) on the batch's
+    ``(n, n)`` matrix of squared distances: the minibatch optimal-transport
+    coupling of flow matching. Permuting i.i.d. noise rows leaves their
+    distribution unchanged, so the path still ends at ``N(0, I)``.
+
+    Parameters
+    ----------
+    x, noise : Tensor of shape (n, d)
+
+    Returns
+    -------
+    order : Tensor of shape (n,), dtype long
+        ``noise[order]`` is the noise row paired with each row of ``x``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cost = torch.cdist(x.detach().double(), noise.detach().double()).pow(2)
+    _, columns = linear_sum_assignment(cost.cpu().numpy())
+    return torch.as_tensor(columns, dtype=torch.long, device=x.device)
+
+
 class FlowMatching(ContinuousFlow):
     """A continuous flow trained by conditional flow matching (no ODE solve).
 
@@ -794,6 +822,12 @@ class FlowMatching(ContinuousFlow):
     solver : SolverSettings
     sigma_min : float, default=1e-4
         Width of the path at the data end (in standardised units).
+    coupling : {"independent", "minibatch_ot"}, default="independent"
+        How each data row is paired with its noise row: independently, or by
+        the exact optimal-transport assignment within the batch
+        (:func:`minibatch_ot_pairing`; Tong et al., 2024; Pooladian et al.,
+        2023). The paired paths cross less, so the regression target is less
+        ambiguous and the learned field smoother and straighter.
     evaluation_trace, validation_solver
         See :class:`ContinuousFlow`.
     """
@@ -806,16 +840,22 @@ class FlowMatching(ContinuousFlow):
         sigma_min: float = 1e-4,
         evaluation_trace: str = "exact",
         validation_solver: SolverSettings | None = None,
+        coupling: str = "independent",
     ) -> None:
         super().__init__(field, n_features, solver, evaluation_trace, validation_solver)
         if not 0 <= sigma_min < 1:
             raise ValueError(f"sigma_min must lie in [0, 1), got {sigma_min}.")
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
         self.sigma_min = sigma_min
+        self.coupling = coupling
 
     def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Per-row flow-matching regression loss, shape ``(n,)``."""
         x, context = self.cast(x), self.cast(context)
         noise = torch.randn_like(x)
+        if self.coupling == "minibatch_ot":
+            noise = noise[minibatch_ot_pairing(x, noise)]
         time = torch.rand(x.shape[0], 1, dtype=x.dtype, device=x.device)
         point = (1 - time) * x + (self.sigma_min + (1 - self.sigma_min) * time) * noise
         target = (1 - self.sigma_min) * noise - x

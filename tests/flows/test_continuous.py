@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 
@@ -32,6 +33,7 @@ from skflow.flows.continuous import (
     SolverSettings,
     TimeConditionedMLP,
     draw_probe,
+    minibatch_ot_pairing,
     solve_rowwise_dopri5,
 )
 
@@ -328,6 +330,38 @@ def test_flow_matching_loss_is_the_regression_on_the_ot_path() -> None:
     loss = flow.loss(x).detach()
     expected = 0.81 * 2 + x.pow(2).sum(1)
     assert float(loss.mean()) == pytest.approx(float(expected.mean()), rel=0.02)
+
+
+def test_minibatch_ot_pairing_is_the_optimal_assignment() -> None:
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        x = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+        noise = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+        order = minibatch_ot_pairing(x, noise)
+        assert sorted(order.tolist()) == list(range(6))  # a permutation: the noise's distribution is kept
+        cost = (x - noise[order]).pow(2).sum().item()
+        # Brute force over all 720 pairings.
+        best = min((x - noise[list(perm)]).pow(2).sum().item() for perm in itertools.permutations(range(6)))
+        assert cost == pytest.approx(best, rel=1e-12)
+
+
+def test_flow_matching_with_ot_coupling_regresses_on_the_paired_noise() -> None:
+    # For the field f = 0 the per-row loss is ||(1 - sigma) e_pi(i) - x_i||^2:
+    # the rows' noise after the assignment, drawn first from the seeded generator.
+    flow = FlowMatching(
+        LinearField(np.zeros((2, 2))), 2, SolverSettings("rk4", n_steps=4), sigma_min=0.1, coupling="minibatch_ot"
+    ).double()
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.manual_seed(0)
+    loss = flow.loss(x).detach()
+    torch.manual_seed(0)
+    noise = torch.randn_like(x)
+    paired = noise[minibatch_ot_pairing(x, noise)]
+    torch.testing.assert_close(loss, (0.9 * paired - x).pow(2).sum(dim=1))
+    independent = (0.9 * noise - x).pow(2).sum(dim=1)
+    assert loss.sum() < independent.sum()  # the pairing shortens the paths
+    with pytest.raises(ValueError, match="coupling"):
+        FlowMatching(LinearField(np.zeros((2, 2))), 2, SolverSettings(), coupling="sinkhorn")
 
 
 def test_invalid_settings_raise() -> None:
