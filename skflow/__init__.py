@@ -12,12 +12,14 @@ from .planar import PlanarFlowDensity
 from .plotting import DensityDisplay, ExplainedVarianceDisplay, TrainingCurveDisplay
 from .realnvp import RealNVPDensity
 from .spline import NeuralSplineDensity
+from .streaming import ChunkedSource, MemmapSource, ParquetSource
 from .training import TrainingDivergedError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CNFDensity",
+    "ChunkedSource",
     "DensityDisplay",
     "DensityOutlierDetector",
     "ExplainedVarianceDisplay",
@@ -30,8 +32,10 @@ __all__ = [
     "IAFDensity",
     "InjectiveFlowEstimator",
     "MAFDensity",
+    "MemmapSource",
     "NICEDensity",
     "NeuralSplineDensity",
+    "ParquetSource",
     "PlanarFlowDensity",
     "RealNVPDensity",
     "TrainingCurveDisplay",

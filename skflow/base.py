@@ -53,11 +53,15 @@ from typing_extensions import dataclass_transform
 from ._dask import dask_aware
 from ._threads import torch_threads
 from .flows.core import BaseDistribution, FlowModel
-from .training import TrainingResult, train_model
+from .streaming import ChunkedSource
+from .training import RowStream, TrainingResult, train_model
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 
 _MAX_SEED = 2**31 - 1
+
+# Held-out rows of a streaming fit are kept in memory: at most this many.
+_MAX_STREAM_VALIDATION_ROWS = 100_000
 
 
 # Docstring sections every family shares, written once. A family's class
@@ -455,8 +459,11 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data; a DataFrame's column names are remembered.
+        X : array-like of shape (n_samples, n_features) or ChunkedSource
+            Training data; a DataFrame's column names are remembered. A
+            :class:`~skflow.ParquetSource` or :class:`~skflow.MemmapSource`
+            is read chunk by chunk, for tables larger than memory (see the
+            user guide's "Scaling out").
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,) or None, default=None
@@ -489,6 +496,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         return self
 
     def _fit(self, X: Any, sample_weight: Any = None) -> None:
+        if isinstance(X, ChunkedSource):
+            self._fit_source(X, sample_weight)
+            return
         warm = self.warm_start and hasattr(self, "model_")
         if self.warm_start:
             self._check_incremental("warm_start=True")
@@ -518,7 +528,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
     def _train(
         self,
-        X: np.ndarray,
+        X: np.ndarray | RowStream,
         seed: int,
         sample_weight: np.ndarray | None,
         *,
@@ -529,12 +539,16 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         """Train ``model_`` (a new one when ``fresh``) on rows ``X``; later epochs add to ``history_``."""
         accelerator = self._resolved_accelerator()
         device = accelerator.device if accelerator is not None else resolve_device(self.device)
-        # Later calls (warm start, partial_fit) widen the range sample() keeps draws in.
-        self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
-        self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
-        rows = self._to_tensor((X - self.mean_) / self.scale_, device)
+        rows: Tensor | RowStream
+        if isinstance(X, RowStream):
+            rows = X  # already standardised, chunk by chunk
+        else:
+            # Later calls (warm start, partial_fit) widen the range sample() keeps draws in.
+            self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
+            self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
+            rows = self._to_tensor((X - self.mean_) / self.scale_, device)
         if fresh:
-            n_features = X.shape[1]
+            n_features = self.n_features_in_
             build: Callable[[], FlowModel] = lambda: self.build_model(n_features)
         else:
             # A copy: a diverging continuation must not touch the fitted model.
@@ -560,12 +574,13 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.history_ = self.history_ + result.history
         self.n_iter_ = len(self.history_)
         self.best_epoch_ = epochs_before + result.best_epoch
-        self._after_fit(rows)
+        if isinstance(rows, Tensor):  # the families that need all rows after fit cannot stream
+            self._after_fit(rows)
 
     def _run_engine(
         self,
         build: Callable[[], FlowModel],
-        rows: Tensor,
+        rows: Tensor | RowStream,
         seed: int,
         sample_weight: np.ndarray | None,
         device: torch.device,
@@ -587,8 +602,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         ----------
         build : callable () -> FlowModel
             Returns the model to train (fresh, or a copy to continue).
-        rows : Tensor of shape (n_samples, n_columns)
-            Training rows in model units, on ``device``.
+        rows : Tensor of shape (n_samples, n_columns) or RowStream
+            Training rows in model units, on ``device`` (or a stream of them).
         seed : int
         sample_weight : ndarray of shape (n_samples,) or None
         device : torch.device
@@ -630,6 +645,80 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 optimizer_state=optimizer_state,
             )
         return model, result
+
+    def _fit_source(self, source: ChunkedSource, sample_weight: Any) -> None:
+        """Fit on a table read chunk by chunk (see ``fit``); memory holds one shuffle buffer."""
+        self._check_incremental("a streaming fit")
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported with a ChunkedSource; add the weights as rows instead.")
+        if self.accelerator is not None:
+            raise ValueError("A streaming fit runs in one process; set accelerator=None or load the rows in memory.")
+        seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+        warm = self.warm_start and hasattr(self, "model_")
+        names = source.feature_names
+        if warm:
+            if source.n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {source.n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+        else:
+            self.n_features_in_ = source.n_features
+            if names is not None and all(isinstance(name, str) for name in names):
+                self.feature_names_in_ = np.asarray(names, dtype=object)
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        # Hold out a random share of rows (at most 100,000, kept in memory),
+        # chosen per chunk by a seeded generator so every epoch drops the same rows.
+        fraction = min(self.validation_fraction or 0.0, _MAX_STREAM_VALIDATION_ROWS / max(source.n_rows, 1))
+
+        def held_out(index: int) -> np.ndarray:
+            return np.random.default_rng([seed, index]).random(source.chunk_rows(index)) < fraction
+
+        totals = np.zeros(source.n_features)
+        squares = np.zeros(source.n_features)
+        low, high = np.full(source.n_features, np.inf), np.full(source.n_features, -np.inf)
+        integer = np.ones(source.n_features, dtype=bool)
+        validation, shift = [], None
+        for index in range(source.n_chunks):
+            chunk = source.read_chunk(index)
+            if not np.isfinite(chunk).all():
+                raise ValueError(f"Input X contains NaN or infinity (in chunk {index} of the source).")
+            shift = chunk[0] if shift is None else shift  # shifted sums: no cancellation for large means
+            totals += (chunk - shift).sum(axis=0)
+            squares += ((chunk - shift) ** 2).sum(axis=0)
+            low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
+            integer &= np.all(chunk == np.round(chunk), axis=0)
+            validation.append(chunk[held_out(index)])
+        if shift is None:
+            raise ValueError(f"The source has no rows; {type(self).__name__} needs at least 2.")
+        n = source.n_rows
+        if not warm:
+            mean = shift + totals / n
+            std = np.sqrt(np.maximum(squares / n - (totals / n) ** 2, 0.0))
+            tiny = 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
+            self.mean_, self.scale_ = mean, np.where(std > tiny, std, 1.0)
+            # Integer columns get unit bins; the finer grid detection of an
+            # in-memory fit would need every distinct value of a column.
+            widths = integer if self.dequantize == "auto" else np.full(source.n_features, bool(self.dequantize))
+            self.dequantization_widths_ = widths.astype(np.float64)
+            self.dequantized_features_ = self.dequantization_widths_ > 0
+            self.data_min_, self.data_max_ = low, high
+            self._optimizer_state = None
+            self.history_ = []
+        accelerator_device = resolve_device(self.device)
+        valid_rows = np.concatenate(validation)
+        stream = RowStream(
+            read=lambda index: self._to_tensor(
+                (source.read_chunk(index)[~held_out(index)] - self.mean_) / self.scale_, accelerator_device
+            ),
+            chunk_rows=[source.chunk_rows(index) - int(held_out(index).sum()) for index in range(source.n_chunks)],
+            buffer_rows=source.buffer_rows,
+            validation_rows=self._to_tensor((valid_rows - self.mean_) / self.scale_, accelerator_device)
+            if len(valid_rows) >= 2
+            else None,
+        )
+        self._train(stream, seed, None, max_epochs=self.max_epochs, validation_fraction=None, fresh=not warm)
 
     def _resolved_accelerator(self) -> Any:
         if self.accelerator is None:

@@ -233,6 +233,9 @@ def _verbosity(args: argparse.Namespace, writes_stdout: bool) -> int:
 # Commands
 # ---------------------------------------------------------------------- #
 def command_fit(args: argparse.Namespace) -> None:
+    if Path(args.data).is_dir():
+        _fit_parquet_folder(args)
+        return
     table = read_table(args.data, args.drop_non_numeric)
     table, _, imputer = handle_missing(table, args.data, args)
     estimator = make_estimator(args.model, parse_params(args.param), _verbosity(args, writes_stdout=False))
@@ -245,6 +248,31 @@ def command_fit(args: argparse.Namespace) -> None:
         f"fitted {type(estimator).__name__} on {table.shape[0]} rows x {table.shape[1]} columns "
         f"({getattr(estimator, 'n_iter_', '?')} epochs); mean log-likelihood {estimator.score(table):.4f}; "
         f"saved to {args.out}",
+        file=sys.stderr,
+    )
+
+
+def _fit_parquet_folder(args: argparse.Namespace) -> None:
+    """``skflow fit FOLDER``: a streaming fit over the folder's Parquet files, one row group at a time."""
+    from .streaming import ParquetSource
+
+    if args.dropna or args.impute:
+        raise CommandError("--dropna and --impute need the table in memory; a Parquet folder is streamed.")
+    try:
+        source = ParquetSource(args.data)
+    except ImportError as error:
+        raise CommandError(f"reading {args.data} needs an optional package: {error}") from error
+    except (ValueError, OSError) as error:
+        raise CommandError(f"could not read {args.data}: {error}") from error
+    estimator = make_estimator(args.model, parse_params(args.param), _verbosity(args, writes_stdout=False))
+    try:
+        estimator.fit(source)
+    except ValueError as error:
+        raise CommandError(f"fitting failed: {error}") from error
+    save_model(estimator, [str(column) for column in source.feature_names], args.out)
+    print(
+        f"fitted {type(estimator).__name__} on {source.n_rows} rows x {source.n_features} columns streamed from "
+        f"{source.n_chunks} row groups ({getattr(estimator, 'n_iter_', '?')} epochs); saved to {args.out}",
         file=sys.stderr,
     )
 
@@ -335,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
             "model was fitted with --impute, else of DATA)",
         )
 
-    fit = commands.add_parser("fit", help="fit a flow to a table and save it", description="Fit a flow and save it.")
+    fit = commands.add_parser(
+        "fit",
+        help="fit a flow to a table and save it",
+        description="Fit a flow and save it. DATA may be a folder of Parquet files, streamed one row group at a time.",
+    )
     add_data(fit)
     fit.add_argument("--model", required=True, help=f"model family: {families}")
     fit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter (repeatable)")

@@ -47,7 +47,7 @@ from ._threads import share_with_concurrent_work, torch_threads
 from .flows.core import FlowModel
 from .progress import ProgressReport
 
-__all__ = ["TrainingDivergedError", "TrainingResult", "train_model"]
+__all__ = ["RowStream", "TrainingDivergedError", "TrainingResult", "train_model"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -309,6 +309,75 @@ class TensorBatches:
                 yield self._batch(indices)
 
 
+class RowStream:
+    """Training rows that arrive a chunk at a time (a table larger than memory).
+
+    Parameters
+    ----------
+    read : callable
+        ``read(i)`` returns chunk ``i``'s training rows as a tensor of shape
+        ``(m_i, n_features)``, in the model's units, dtype and device.
+    chunk_rows : sequence of int
+        Training rows of each chunk (``m_i``).
+    buffer_rows : int
+        Rows (whole chunks) shuffled together.
+    validation_rows : Tensor of shape (n_valid, n_features) or None
+        Held-out rows, in memory.
+    """
+
+    def __init__(
+        self, read: Any, chunk_rows: Sequence[int], buffer_rows: int, validation_rows: Tensor | None = None
+    ) -> None:
+        self.read = read
+        self.chunk_rows = list(chunk_rows)
+        self.buffer_rows = buffer_rows
+        self.validation_rows = validation_rows
+
+    def __len__(self) -> int:
+        return sum(self.chunk_rows)
+
+    def buffers(self, generator: torch.Generator | None = None) -> Iterator[Tensor]:
+        """One epoch: chunks in random order, ``buffer_rows`` rows' worth at a time, each buffer shuffled."""
+        group: list[int] = []
+        size = 0
+        for index in torch.randperm(len(self.chunk_rows), generator=generator).tolist():
+            group.append(index)
+            size += self.chunk_rows[index]
+            if size >= self.buffer_rows:
+                yield self._shuffled(group, generator)
+                group, size = [], 0
+        if group:
+            yield self._shuffled(group, generator)
+
+    def _shuffled(self, group: list[int], generator: torch.Generator | None) -> Tensor:
+        rows = torch.cat([self.read(index) for index in group])
+        return rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
+
+
+class StreamBatches:
+    """skorch ``iterator_train`` over a :class:`RowStream`: mini-batches from its shuffled buffers."""
+
+    def __init__(self, dataset: Any, batch_size: int = 128, shuffle: bool = True, **kwargs: Any) -> None:
+        self.stream: RowStream = dataset.X
+        self.batch_size = batch_size
+        self._placeholder = torch.zeros(0)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.stream) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for rows in self.stream.buffers():
+            for start in range(0, len(rows), self.batch_size):
+                yield rows[start : start + self.batch_size], self._placeholder
+
+
+class _StreamSplit:
+    """skorch ``train_split`` of a RowStream: its held-out rows, fixed when the stream was built."""
+
+    def __call__(self, dataset: Any, y: Any = None, **fit_params: Any) -> tuple[Any, Any]:
+        return dataset, Dataset(dataset.X.validation_rows, None)
+
+
 # With fewer distinct rows than this, repeated rows are taken to be the
 # distribution itself (a few discrete values), not copies to hold out together.
 _MIN_DISTINCT_ROWS_TO_GROUP = 50
@@ -488,8 +557,10 @@ def train_model(
     model : FlowModel
         Trained on ``loss(x)``, validated on ``validation_log_prob(x)``;
         already on ``device``.
-    X : Tensor of shape (n_samples, n_features)
-        Training rows, already on ``device`` and in the model's dtype.
+    X : Tensor of shape (n_samples, n_features) or RowStream
+        Training rows, already on ``device`` and in the model's dtype; or a
+        :class:`RowStream` of chunks too large to hold at once, whose own
+        held-out rows replace ``validation_fraction``.
     max_epochs, batch_size, lr, weight_decay
         Optimisation settings (AdamW).
     validation_fraction : float or None
@@ -549,9 +620,15 @@ def train_model(
     n_rows = len(X)
     world_size = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
-    n_groups = len(np.unique(duplicate_groups(X))) if validation_fraction else 0
-    n_valid = math.ceil((validation_fraction or 0.0) * n_groups)
-    use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
+    streaming = isinstance(X, RowStream)
+    if streaming:
+        if world_size > 1:
+            raise ValueError("A streaming fit runs in one process; data-parallel training needs rows in memory.")
+        use_validation = X.validation_rows is not None and len(X.validation_rows) >= 2
+    else:
+        n_groups = len(np.unique(duplicate_groups(X))) if validation_fraction else 0
+        n_valid = math.ceil((validation_fraction or 0.0) * n_groups)
+        use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
     monitor = "valid_loss" if use_validation else "train_loss"
 
     best_weights = _BestWeights(monitor, accelerator)
@@ -623,10 +700,10 @@ def train_model(
         lr=lr,
         max_epochs=max_epochs,
         batch_size=min(batch_size, n_rows),
-        iterator_train=TensorBatches,
+        iterator_train=StreamBatches if streaming else TensorBatches,
         iterator_train__shuffle=True,
         iterator_valid=TensorBatches,
-        train_split=(DuplicateAwareSplit(float(validation_fraction or 0.0), random_state) if use_validation else None),
+        train_split=_train_split(streaming, use_validation, validation_fraction, random_state),
         # Early stopping ends an epoch by raising from on_epoch_end, so it goes
         # last: every other callback (the user's too) sees every epoch's end.
         callbacks=sorted(engine_callbacks + user_callbacks, key=lambda item: item[0] == "early_stopping"),
@@ -687,6 +764,12 @@ def train_model(
         diverged=diverged,
         optimizer_state=final_optimizer_state,
     )
+
+
+def _train_split(streaming: bool, use_validation: bool, fraction: float | None, random_state: int) -> Any:
+    if not use_validation:
+        return None
+    return _StreamSplit() if streaming else DuplicateAwareSplit(float(fraction or 0.0), random_state)
 
 
 def _to_cpu(state: Any) -> Any:
