@@ -184,6 +184,41 @@ def map_rows(
     return torch.cat(outputs)[:n_rows].detach().cpu().numpy().astype(np.float64)
 
 
+def float64_model(model: FlowModel, device: torch.device) -> tuple[FlowModel, torch.device]:
+    """``model`` in float64, and the device it runs on.
+
+    float32 is exact enough for ordinary rows but not everywhere: squared
+    norms overflow beyond about 1e19 standardised units, and a fitted flow
+    can be so flat in places (slopes of 1e-9 across a few spline layers) that
+    float32 outputs no longer tell nearby inputs apart. The same function in
+    float64 has neither problem. A copy, so the fitted model is never
+    touched; MPS has no float64, so there the copy runs on the CPU.
+    """
+    target = torch.device("cpu") if device.type == "mps" else device
+    tensors = [*model.parameters(), *model.buffers()]
+    if target == device and all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()):
+        return model, device
+    return copy.deepcopy(model).to(device=target, dtype=torch.float64), target
+
+
+def log_prob_rows(model: FlowModel, rows: np.ndarray, device: torch.device, **map_options: Any) -> np.ndarray:
+    """``model.log_prob`` of standardised rows through :func:`map_rows`, float64 out.
+
+    Only rows whose float32 score is not finite are scored again in float64
+    (rows far out overflow float32 although their density is a finite
+    number; NaN rows get a second chance too), so ordinary rows pay one
+    ``isfinite`` check. Rows still NaN stay NaN.
+    """
+    log_prob = map_rows(model.log_prob, rows, device, model, **map_options)
+    overflowed = ~np.isfinite(log_prob)
+    if overflowed.any():
+        wide, wide_device = float64_model(model, device)
+        log_prob[overflowed] = map_rows(
+            wide.log_prob, rows[overflowed], wide_device, wide, **{**map_options, "dtype": torch.float64}
+        )
+    return log_prob
+
+
 def _standardisation(X: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Column (weighted) means and scales; constant columns keep scale 1 (as StandardScaler)."""
     mean = np.average(X, axis=0, weights=sample_weight)
@@ -876,21 +911,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         )
 
     def _float64_model(self) -> tuple[FlowModel, torch.device]:
-        """The fitted model in float64, and the device it runs on.
-
-        float32 is exact enough for ordinary rows but not everywhere: squared
-        norms overflow beyond about 1e19 standardised units, and a fitted
-        flow can be so flat in places (slopes of 1e-9 across a few spline
-        layers) that float32 outputs no longer tell nearby inputs apart. The
-        same function in float64 has neither problem. A copy, so the fitted
-        model is never touched; MPS has no float64, so there the copy runs on
-        the CPU.
-        """
-        device = torch.device("cpu") if self.device_.type == "mps" else self.device_
-        tensors = [*self.model_.parameters(), *self.model_.buffers()]
-        if device == self.device_ and all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()):
-            return self.model_, device
-        return copy.deepcopy(self.model_).to(device=device, dtype=torch.float64), device
+        """The fitted model in float64 and its device; see :func:`float64_model`."""
+        return float64_model(self.model_, self.device_)
 
     def _standardised(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
@@ -923,14 +945,14 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         log_density : ndarray of shape (n_samples,), dtype float64
         """
         rows = self._standardised(X)  # first: raises NotFittedError before model_ is touched
-        log_prob = self._map_rows(self.model_.log_prob, rows)
-        overflowed = ~np.isfinite(log_prob)
-        if overflowed.any():
-            # Only these rows pay for float64: rows far out (beyond ~1e19
-            # standardised units) overflow float32 although their density is
-            # a finite number; NaN rows get a second chance too.
-            model, device = self._float64_model()
-            log_prob[overflowed] = self._map_rows(model.log_prob, rows[overflowed], dtype=torch.float64, device=device)
+        log_prob = log_prob_rows(
+            self.model_,
+            rows,
+            self.device_,
+            n_threads=self.n_threads,
+            batch_size=self._inference_batch_size,
+            inference_mode=self._inference_without_autograd,
+        )
         log_prob = log_prob - np.log(self.scale_).sum()
         return np.where(np.isnan(log_prob), -np.inf, log_prob)
 

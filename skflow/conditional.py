@@ -28,7 +28,14 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .base import _MAX_SEED, FlowEstimator, _drop_zero_weights, _standardisation, map_rows, resolve_device
+from .base import (
+    _MAX_SEED,
+    FlowEstimator,
+    _drop_zero_weights,
+    _standardisation,
+    log_prob_rows,
+    resolve_device,
+)
 from .flows.conditional import ConditionalFlow
 from .flows.core import FlowModel
 from .nn import MLP
@@ -133,7 +140,7 @@ class _ConditionalFlowEstimator(BaseEstimator):
     def _log_prob(self, targets: np.ndarray, context: np.ndarray) -> np.ndarray:
         """``log p(t | c)`` per row in the targets' units; NaN becomes -inf."""
         rows = np.hstack([(targets - self.target_mean_) / self.target_scale_, self._context_rows(context)])
-        log_prob = map_rows(self.model_.log_prob, rows, self.device_, self.model_, n_threads=self.flow_.n_threads)
+        log_prob = log_prob_rows(self.model_, rows, self.device_, n_threads=self.flow_.n_threads)
         log_prob = log_prob - np.log(self.target_scale_).sum()
         return np.where(np.isnan(log_prob), -np.inf, log_prob)
 

@@ -288,3 +288,17 @@ _STOCHASTIC = "mini-batch training: weights equal repeated rows in expectation o
 )
 def test_sklearn_common_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("name", list(CONDITIONAL_FAMILIES))
+def test_conditional_scores_stay_finite_and_decrease_far_out(name):
+    # As for the unconditional estimators (tests/test_density.py): targets
+    # beyond ~1e19 standard deviations overflow float32 and are rescored in
+    # float64, so p(y | x) stays finite and keeps decreasing outwards.
+    X, y, _, _ = heteroscedastic(200)
+    regressor = FlowRegressor(flow=CONDITIONAL_FAMILIES[name]).fit(X, y)
+    radii = 10.0 ** np.arange(0, 31, 2)
+    targets = y.mean() + radii * y.std()
+    scores = regressor.score_samples(np.repeat(X[:1], len(radii), axis=0), targets)
+    assert np.isfinite(scores).all(), f"non-finite scores at radii {radii[~np.isfinite(scores)]}"
+    assert np.all(np.diff(scores) < 0), f"scores do not decrease outwards: {scores}"
