@@ -327,24 +327,26 @@ dequantized_features_, n_features_in_, feature_names_in_
         total variance of ``X`` (sum of the column variances), ``z = f(x)``
         the latent codes with mean ``c`` and covariance ``C``, and ``J`` the
         decoder Jacobian at ``z`` in the user's units. The latent directions
-        are ordered by the variance the decoder gives them: the eigenvectors
-        ``v_1, ..., v_d`` (eigenvalues decreasing) of
+        are the eigenvectors ``v_1, ..., v_d`` of
         ``K = C^{1/2} mean(J^T J) C^{1/2}``, with latent coordinates
-        ``u = V^T C^{-1/2} (z - c)``. Decoding only the first ``k``
-        coordinates, ``x_k = g(c + C^{1/2} V [u_1, ..., u_k, 0, ..., 0])``,
-        captures the share ``R_k = 1 - mean ||x - x_k||^2 / T`` of the
-        variance (``R_0 = 0``: the mean captures none), and the ratio of
-        direction ``k`` is ``R_k - R_{k-1}``.
+        ``u = V^T C^{-1/2} (z - c)``. Decoding only the coordinates of a set
+        ``S`` of directions, ``x_S = g(c + C^{1/2} V u_S)`` (the others set
+        to 0), keeps the share ``R(S) = 1 - mean ||x - x_S||^2 / T`` of the
+        variance, with ``R({}) = 0`` (the mean keeps none). Directions are
+        taken greedily: first the one whose decoding alone keeps the most,
+        then the one that adds the most to it, and so on; each ratio is the
+        share its direction adds. That takes ``d (d + 1) / 2`` decoding
+        passes over ``X``.
 
-        The ratios sum to ``R_d = 1 - mean ||x - g(f(x))||^2 / T``, the share
-        of variance the reconstruction keeps. For a linear encoder and
-        decoder that project orthogonally they are exactly the eigenvalues
-        of the covariance of the reconstructions over ``T``, i.e. PCA's
-        ``explained_variance_ratio_`` when the manifold is PCA's subspace,
-        and they do not depend on how the latent space is rotated (the
-        latent prior is). For a curved manifold a ratio is the variance
-        that decoding one more direction adds, which need not decrease with
-        ``k`` and can in principle be negative.
+        The ratios sum to ``1 - mean ||x - g(f(x))||^2 / T``, the share of
+        variance the reconstruction keeps. For a linear encoder and decoder
+        that project orthogonally, the directions are the principal axes of
+        the reconstructions and the ratios their variances over ``T``,
+        largest first: PCA's ``explained_variance_ratio_`` when the manifold
+        is PCA's subspace. They do not depend on how the latent space is
+        rotated (which the model cannot identify). For a curved manifold a
+        ratio is the variance that decoding one more direction adds, which
+        need not decrease and can in principle be negative.
 
         Parameters
         ----------
@@ -371,15 +373,23 @@ dequantized_features_, n_features_in_, feature_names_in_
         jacobians = self._map_rows(lambda z: decoder_jacobian(self.model_.decoder, z), codes)  # (n, D, d)
         jacobians = jacobians * self.scale_[None, :, None]
         gram = np.einsum("nij,nik->jk", jacobians, jacobians) / len(codes)
-        spread, directions = np.linalg.eigh(root @ gram @ root)
-        directions = directions[:, np.argsort(spread)[::-1]]
+        _, directions = np.linalg.eigh(root @ gram @ root)
         coordinates = (codes - centre) @ inverse_root @ directions
-        captured = [0.0]
-        for k in range(1, self.n_components + 1):
-            kept = coordinates.copy()
-            kept[:, k:] = 0.0
+
+        def share(selected: list[int]) -> float:
+            kept = np.zeros_like(coordinates)
+            kept[:, selected] = coordinates[:, selected]
             decoded = self._map_rows(self.model_.decode, centre + kept @ directions.T @ root)
-            captured.append(1.0 - float((((rows - decoded) * self.scale_) ** 2).sum(axis=1).mean()) / total)
+            return 1.0 - float((((rows - decoded) * self.scale_) ** 2).sum(axis=1).mean()) / total
+
+        chosen: list[int] = []
+        captured = [0.0]
+        remaining = list(range(self.n_components))
+        while remaining:
+            best_share, best = max((share([*chosen, j]), j) for j in remaining)
+            chosen.append(best)
+            remaining.remove(best)
+            captured.append(best_share)
         return np.diff(captured)
 
 
