@@ -139,7 +139,13 @@ def test_fit_trains_with_the_chosen_threads_and_restores(n_threads, hidden, expe
     recorder = _RecordThreads()
     X = np.random.default_rng(0).normal(size=(200, 3))
     flow = RealNVPDensity(
-        n_layers=2, hidden_dims=hidden, max_epochs=2, callbacks=[recorder], n_threads=n_threads, random_state=0
+        n_layers=2,
+        hidden_dims=hidden,
+        max_epochs=2,
+        callbacks=[recorder],
+        n_threads=n_threads,
+        random_state=0,
+        device="cpu",  # on a GPU the policy leaves the caller's threads alone (tested below)
     )
     flow.fit(X)
     assert recorder.seen_ == [expected, expected]
@@ -154,7 +160,9 @@ def test_a_large_fit_uses_the_free_cores() -> None:
     recorder = _RecordThreads()
     X = np.random.default_rng(0).normal(size=(256, 4))
     # 256 rows x ~530k parameters per step: above MACS_PER_THREAD.
-    flow = RealNVPDensity(n_layers=2, hidden_dims=(512, 512), max_epochs=1, callbacks=[recorder], random_state=0)
+    flow = RealNVPDensity(
+        n_layers=2, hidden_dims=(512, 512), max_epochs=1, callbacks=[recorder], random_state=0, device="cpu"
+    )
     flow.fit(X)
     assert recorder.seen_ == [2]
     assert torch.get_num_threads() == 2
@@ -169,3 +177,15 @@ def test_n_threads_is_validated() -> None:
     X = np.random.default_rng(0).normal(size=(50, 2))
     with pytest.raises(ValueError, match="n_threads"):
         RealNVPDensity(n_threads=0, max_epochs=1).fit(X)
+
+
+@pytest.mark.usefixtures("two_caller_threads")
+def test_on_a_gpu_the_callers_threads_are_left_alone() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    recorder = _RecordThreads()
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=1, callbacks=[recorder], device="cuda").fit(X)
+    assert recorder.seen_ == [2]
+    with torch_threads(None, macs=1, device=torch.device("cuda")) as chosen:
+        assert chosen == 2
