@@ -60,7 +60,12 @@ flow = NeuralSplineDensity(max_epochs=EPOCHS, patience=20, random_state=0).fit(X
 # The swiss roll is a rolled-up sheet: two intrinsic dimensions in 3-D. PCA's
 # two components keep only the variance of a flat projection, while an
 # injective flow with ``n_components=2`` can follow the sheet and keep more
-# of it (the script prints both shares).
+# of it (the script prints both shares: 0.91 against PCA's 0.70 in full
+# mode). How that share splits between the two latent directions depends on
+# how the flow laid the sheet out in its latent space: when it curls the
+# roll's long coordinate around the latent origin, no single straight
+# latent direction keeps much on its own, and the second one adds most of
+# it. The cumulative share is the number to compare with PCA.
 
 X_roll, _ = make_swiss_roll(n_samples=800 if FAST else 2000, noise=0.2, random_state=0)
 X_roll /= X_roll.std(axis=0)
