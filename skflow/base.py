@@ -201,20 +201,29 @@ def float64_model(model: FlowModel, device: torch.device) -> tuple[FlowModel, to
     return copy.deepcopy(model).to(device=target, dtype=torch.float64), target
 
 
-def log_prob_rows(model: FlowModel, rows: np.ndarray, device: torch.device, **map_options: Any) -> np.ndarray:
+def log_prob_rows(
+    model: FlowModel,
+    rows: np.ndarray,
+    device: torch.device,
+    exact_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+    **map_options: Any,
+) -> np.ndarray:
     """``model.log_prob`` of standardised rows through :func:`map_rows`, float64 out.
 
     Only rows whose float32 score is not finite are scored again in float64
     (rows far out overflow float32 although their density is a finite
     number; NaN rows get a second chance too), so ordinary rows pay one
-    ``isfinite`` check. Rows still NaN stay NaN.
+    ``isfinite`` check. Rows still NaN stay NaN. ``exact_rows(mask)``, when
+    given, supplies those rows in float64 (``rows`` may be float32, which
+    cannot hold the farthest of them).
     """
     log_prob = map_rows(model.log_prob, rows, device, model, **map_options)
     overflowed = ~np.isfinite(log_prob)
     if overflowed.any():
         wide, wide_device = float64_model(model, device)
+        again = rows[overflowed] if exact_rows is None else exact_rows(overflowed)
         log_prob[overflowed] = map_rows(
-            wide.log_prob, rows[overflowed], wide_device, wide, **{**map_options, "dtype": torch.float64}
+            wide.log_prob, again, wide_device, wide, **{**map_options, "dtype": torch.float64}
         )
     return log_prob
 
@@ -919,6 +928,22 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         X = validate_data(self, X, dtype="numeric", reset=False)
         return (X.astype(np.float64, copy=False) - self.mean_) / self.scale_
 
+    def _model_rows(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``X`` and ``_standardised(X)`` as float32, standardised block by block.
+
+        The float32 rows are the values the model is fed in float32, without
+        a float64 copy of the whole input: scoring a large table then costs
+        about half the input's size on top of it, not twice.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype="numeric", reset=False)
+        rows = np.empty(X.shape, dtype=np.float32)
+        block = 65_536
+        for start in range(0, len(X), block):
+            part = X[start : start + block].astype(np.float64, copy=False)
+            rows[start : start + block] = (part - self.mean_) / self.scale_
+        return X, rows
+
     # ------------------------------------------------------------------ #
     # Densities
     # ------------------------------------------------------------------ #
@@ -944,11 +969,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         -------
         log_density : ndarray of shape (n_samples,), dtype float64
         """
-        rows = self._standardised(X)  # first: raises NotFittedError before model_ is touched
+        X, rows = self._model_rows(X)  # first: raises NotFittedError before model_ is touched
         log_prob = log_prob_rows(
             self.model_,
             rows,
             self.device_,
+            exact_rows=lambda mask: (X[mask].astype(np.float64, copy=False) - self.mean_) / self.scale_,
             n_threads=self.n_threads,
             batch_size=self._inference_batch_size,
             inference_mode=self._inference_without_autograd,

@@ -131,3 +131,13 @@ def test_cli_fits_a_parquet_folder(tmp_path: Path) -> None:
     assert scored.returncode == 0, scored.stderr
     scores = np.loadtxt(scored.stdout.splitlines()[1:], dtype=float)
     assert len(scores) == 300 and np.isfinite(scores).all()
+
+
+def test_scoring_in_float32_blocks_gives_the_scores_of_a_whole_float64_copy() -> None:
+    # score_samples standardises block by block into float32 (no float64 copy of
+    # the input); the model sees exactly the values it saw from a float64 copy.
+    X = _curved_blobs(70_000, seed=5)  # more than one 65,536-row block
+    estimator = RealNVPDensity(n_layers=1, hidden_dims=(8,), max_epochs=1, random_state=0).fit(X[:2000])
+    reference = estimator._map_rows(estimator.model_.log_prob, estimator._standardised(X))
+    expected = reference - np.log(estimator.scale_).sum()
+    np.testing.assert_array_equal(estimator.score_samples(X), expected)
