@@ -158,6 +158,21 @@ def test_predictions_do_not_depend_on_other_rows():
     np.testing.assert_array_equal(regressor.score_samples(X[order], y[order]), regressor.score_samples(X, y)[order])
 
 
+def test_every_registered_family_is_conditioned_here_or_refused():
+    """Families come from skflow.registry: each either takes a context (and is tested above) or is refused."""
+    import inspect
+
+    from skflow.registry import FAMILIES
+
+    tested = {type(flow) for flow in CONDITIONAL_FAMILIES.values()}
+    for family in FAMILIES.values():
+        if "n_context" in inspect.signature(family.build_model).parameters:
+            assert family in tested, f"{family.__name__} takes a context: add it to CONDITIONAL_FAMILIES"
+        else:
+            with pytest.raises(ValueError, match="cannot be conditioned"):
+                FlowRegressor(flow=family())._flow_template()
+
+
 def test_families_without_context_are_refused():
     X, y, _, _ = heteroscedastic(60)
     with pytest.raises(ValueError, match="cannot be conditioned"):
