@@ -39,6 +39,8 @@ from .registry import FAMILIES
 __all__ = ["main"]
 
 _FILE_FORMAT = "skflow-model"
+# Parquet support is an optional extra of the package (pyproject.toml).
+PARQUET_INSTALL = "pyarrow: pip install 'skflow[parquet]'"
 
 
 class CommandError(Exception):
@@ -66,7 +68,7 @@ def read_table(path: str, drop_non_numeric: bool = False) -> pd.DataFrame:
         else:
             table = pd.read_csv(file)
     except ImportError as error:
-        raise CommandError(f"reading {path} needs an optional package: {error}") from error
+        raise CommandError(f"reading {path} needs {PARQUET_INSTALL} ({error})") from error
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise CommandError(f"could not read {path}: {error}") from error
     non_numeric = [str(column) for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
@@ -90,7 +92,10 @@ def write_table(table: pd.DataFrame, path: str | None) -> None:
         table.to_csv(sys.stdout, index=False)
         return
     if Path(path).suffix.lower() in {".parquet", ".pq"}:
-        table.to_parquet(path, index=False)
+        try:
+            table.to_parquet(path, index=False)
+        except ImportError as error:
+            raise CommandError(f"writing {path} needs {PARQUET_INSTALL} ({error})") from error
     else:
         table.to_csv(path, index=False)
 

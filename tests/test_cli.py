@@ -282,3 +282,16 @@ def test_detect_with_a_family_imputes_and_keeps_the_input_values(workdir: Path, 
 def test_dropna_and_impute_are_exclusive(workdir: Path, gappy: Path) -> None:
     result = run_cli("score", gappy.name, "--model", "m", "--dropna", "--impute", "mean", cwd=workdir)
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+def test_parquet_without_pyarrow_names_the_extra(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pyarrow(*args, **kwargs):
+        raise ImportError("Missing optional dependency 'pyarrow'.")
+
+    monkeypatch.chdir(workdir)
+    (workdir / "table.parquet").write_bytes(b"PAR1")
+    monkeypatch.setattr(pd, "read_parquet", no_pyarrow)
+    assert main(["fit", "table.parquet", "--model", "realnvp", "--out", "m.skflow"]) == 1
+    assert "pip install 'skflow[parquet]'" in capsys.readouterr().err
