@@ -26,6 +26,7 @@ the default, ``"auto"``, puts it at Tukey's fence of the training scores.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +45,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from skflow import DensityOutlierDetector, RealNVPDensity
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST", "") not in ("", "0")
-OUTPUT = Path(__file__).resolve().parent / "output" / "anomaly_detection_breast_cancer.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / "anomaly_detection_breast_cancer.png"
 N_ANOMALIES = 40
 
 

@@ -14,6 +14,7 @@ Set ``SKFLOW_EXAMPLES_FAST=1`` for a quick run. Writes
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +29,8 @@ from sklearn.model_selection import train_test_split
 from skflow import InjectiveFlowEstimator
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output"
 
 
 def fit_both(X_train: np.ndarray, n_components: int) -> tuple[InjectiveFlowEstimator, PCA]:

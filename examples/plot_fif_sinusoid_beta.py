@@ -16,6 +16,7 @@ Set ``SKFLOW_EXAMPLES_FAST=1`` for a quick run. Writes
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +29,8 @@ from scipy.stats import spearmanr
 from skflow import InjectiveFlowEstimator
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output"
 
 
 def noisy_sinusoid(n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ images only (smoke test; the samples are then noise).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from skflow import GlowDensity
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST", "") not in ("", "0")
 # The smoke test writes its own file, so it never overwrites the real figure.
-OUTPUT = Path(__file__).resolve().parent / "output" / f"glow_digits_samples{'_fast' if FAST else ''}.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / f"glow_digits_samples{'_fast' if FAST else ''}.png"
 N_SHOWN = 36  # a 6 x 6 grid per panel
 
 

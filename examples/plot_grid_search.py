@@ -25,6 +25,7 @@ Set ``SKFLOW_EXAMPLES_FAST=1`` for a short smoke run (tiny grid, few epochs).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,8 @@ from sklearn.preprocessing import StandardScaler
 from skflow import RealNVPDensity
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output" / f"grid_search{'_fast' if FAST else ''}.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / f"grid_search{'_fast' if FAST else ''}.png"
 
 # %%
 # Data

@@ -26,6 +26,7 @@ Set ``SKFLOW_EXAMPLES_FAST=1`` for a short smoke run (few epochs).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -43,7 +44,8 @@ from sklearn.preprocessing import StandardScaler
 from skflow import InjectiveFlowEstimator
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output" / f"pipeline_pandas{'_fast' if FAST else ''}.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / f"pipeline_pandas{'_fast' if FAST else ''}.png"
 pd.set_option("display.width", 120)
 
 # %%

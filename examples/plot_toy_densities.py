@@ -27,6 +27,7 @@ networks: the contours are then rough).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +42,8 @@ from sklearn.mixture import GaussianMixture
 from skflow import FlowMatchingDensity, MAFDensity, NeuralSplineDensity, RealNVPDensity
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output" / f"toy_densities{'_fast' if FAST else ''}.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / f"toy_densities{'_fast' if FAST else ''}.png"
 N_TRAIN = 600 if FAST else 2000
 N_TEST = 1000
 GRID_SIZE = 60 if FAST else 150
