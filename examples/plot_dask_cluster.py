@@ -19,6 +19,7 @@ Set ``SKFLOW_EXAMPLES_FAST=1`` for a short smoke run.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from skflow import RealNVPDensity
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output" / f"dask_cluster{'_fast' if FAST else ''}.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / f"dask_cluster{'_fast' if FAST else ''}.png"
 
 
 def blobs(n_rows: int, seed: int) -> np.ndarray:

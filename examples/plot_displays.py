@@ -23,6 +23,7 @@ density is then rough and the manifold barely learned).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -42,7 +43,8 @@ from skflow import (
 )
 
 FAST = os.environ.get("SKFLOW_EXAMPLES_FAST") == "1"
-OUTPUT = Path(__file__).resolve().parent / "output" / f"displays{'_fast' if FAST else ''}.png"
+# sys.argv[0] is this script's path, also where sphinx-gallery runs it for the docs.
+OUTPUT = Path(sys.argv[0]).resolve().parent / "output" / f"displays{'_fast' if FAST else ''}.png"
 EPOCHS = 15 if FAST else 150
 
 # %%
