@@ -33,8 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE_NATS = 0.2
 
 
-def _launch(n_processes: int, out: Path) -> None:
+def _launch(n_processes: int, out: Path, *, cpu: bool) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    if cpu:
+        # gloo on CPU processes even where GPUs exist (with CUDA visible,
+        # accelerator="auto" would put each rank on its own GPU).
+        env["CUDA_VISIBLE_DEVICES"] = ""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_processes}"]
     command += [str(ROOT / "tests" / "scripts" / "distributed_fit.py"), str(out)]
     completed = subprocess.run(command, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -42,7 +46,7 @@ def _launch(n_processes: int, out: Path) -> None:
 
 
 def test_two_process_gloo_fit_agrees_across_ranks_and_with_one_process(tmp_path: Path) -> None:
-    _launch(2, tmp_path)
+    _launch(2, tmp_path, cpu=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
     assert [result["world_size"] for result in ranks] == [2, 2]
 
@@ -130,7 +134,7 @@ def test_two_gpu_nccl_fit() -> None:
         pytest.skip("CUDA with at least 2 GPUs is not available on this machine; the NCCL run needs them.")
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"skflow_nccl_{os.getpid()}"
     out.mkdir(exist_ok=True)
-    _launch(2, out)
+    _launch(2, out, cpu=False)
     ranks = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][name]), name
