@@ -44,7 +44,7 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
@@ -70,7 +70,7 @@ _MAX_STREAM_VALIDATION_ROWS = 100_000
 SHARED_DOCSTRING_SECTIONS: dict[str, str] = {
     "{shared_training_parameters}": (
         "max_epochs, batch_size, lr, weight_decay, validation_fraction, patience, gradient_clip, callbacks, "
-        "random_state, device, n_threads, verbose, dequantize, noise_std, warm_start, accelerator\n"
+        "random_state, device, n_threads, verbose, dequantize, noise_std, warm_start, accelerator, dtype\n"
         "        Training parameters shared by every family; see\n"
         "        :class:`~skflow.base.FlowEstimator`."
     ),
@@ -368,6 +368,14 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         device (``device`` is ignored). Every rank must call ``fit`` with the
         same data and ``random_state``; all end with the same weights. See
         the user guide's "Scaling out".
+    dtype : {"float32", "float64"} or numpy float type, default="float32"
+        Floating precision of the model and of the rows it sees, from the
+        tensors built from ``X`` through training and every inference
+        (``score_samples``, ``transform``, ``inverse_transform``,
+        ``sample``). ``"float64"`` (or ``np.float64``) costs about twice the
+        time and memory and makes scores exact to float64 rounding; it is
+        not available on MPS. The continuous families integrate their ODE in
+        float64 either way.
 
     Attributes
     ----------
@@ -426,6 +434,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     noise_std: float = 0.0
     warm_start: bool = False
     accelerator: Any = None
+    dtype: str | type = "float32"
 
     if TYPE_CHECKING:
         # Fitted state, declared for the type checker only: at run time an
@@ -451,6 +460,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         "noise_std": [Interval(Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "accelerator": [None, StrOptions({"auto"}), HasMethods(["prepare", "backward"])],
+        "dtype": [StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
     }
 
     # Why a family cannot continue training (partial_fit, warm_start), or
@@ -583,6 +593,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         """Train ``model_`` (a new one when ``fresh``) on rows ``X``; later epochs add to ``history_``."""
         accelerator = self._resolved_accelerator()
         device = accelerator.device if accelerator is not None else resolve_device(self.device)
+        if device.type == "mps" and self._torch_dtype() == torch.float64:
+            raise ValueError("dtype='float64' is not available on MPS; use dtype='float32' or device='cpu'.")
         rows: Tensor | RowStream
         if isinstance(X, RowStream):
             rows = X  # already standardised, chunk by chunk
@@ -590,7 +602,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             # Later calls (warm start, partial_fit) widen the range sample() keeps draws in.
             self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
             self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
-            rows = self._to_tensor((X - self.mean_) / self.scale_, device)
+            rows = self._to_tensor((X - self.mean_) / self.scale_, device, self._torch_dtype())
         if fresh:
             n_features = self.n_features_in_
             build: Callable[[], FlowModel] = lambda: self.build_model(n_features)
@@ -664,9 +676,14 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             Trained, in evaluation mode, on ``device``.
         result : TrainingResult
         """
-        weights = None if sample_weight is None else self._to_tensor(sample_weight, device)
+        dtype = self._torch_dtype()
+        weights = None if sample_weight is None else self._to_tensor(sample_weight, device, dtype)
         with _seeded(seed, device):
             model = build().to(device)
+            if dtype == torch.float64:
+                # float32 leaves each model as its family builds it (the
+                # continuous ones integrate in float64 regardless).
+                model = model.double()
             result = train_model(
                 model,
                 rows,
@@ -681,7 +698,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 random_state=seed,
                 device=str(device),
                 verbose=self.verbose,
-                jitter=self._to_tensor(jitter, device) if np.any(jitter > 0) else None,
+                jitter=self._to_tensor(jitter, device, dtype) if np.any(jitter > 0) else None,
                 noise_std=self.noise_std,
                 sample_weight=weights,
                 n_threads=self.n_threads,
@@ -754,11 +771,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         valid_rows = np.concatenate(validation)
         stream = RowStream(
             read=lambda index: self._to_tensor(
-                (source.read_chunk(index)[~held_out(index)] - self.mean_) / self.scale_, accelerator_device
+                (source.read_chunk(index)[~held_out(index)] - self.mean_) / self.scale_,
+                accelerator_device,
+                self._torch_dtype(),
             ),
             chunk_rows=[source.chunk_rows(index) - int(held_out(index).sum()) for index in range(source.n_chunks)],
             buffer_rows=source.buffer_rows,
-            validation_rows=self._to_tensor((valid_rows - self.mean_) / self.scale_, accelerator_device)
+            validation_rows=self._to_tensor(
+                (valid_rows - self.mean_) / self.scale_, accelerator_device, self._torch_dtype()
+            )
             if len(valid_rows) >= 2
             else None,
         )
@@ -895,18 +916,23 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     def _to_tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
+    def _torch_dtype(self) -> torch.dtype:
+        """The torch dtype selected by the ``dtype`` hyperparameter."""
+        return torch.float64 if np.dtype(self.dtype) == np.float64 else torch.float32
+
     def _map_rows(
         self,
         function: Callable[[Tensor], Tensor],
         array: np.ndarray,
         *,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         device: torch.device | None = None,
     ) -> np.ndarray:
         """Apply a model function to standardised rows in batches; float64 out.
 
         ``dtype`` and ``device`` are those of the model ``function`` belongs
-        to (by default the fitted model's); see :meth:`_float64_model`.
+        to (by default the fitted model's: the ``dtype`` hyperparameter's and
+        ``device_``); see :meth:`_float64_model`.
         """
         return map_rows(
             function,
@@ -915,7 +941,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             self.model_,
             n_threads=self.n_threads,
             batch_size=self._inference_batch_size,
-            dtype=dtype,
+            dtype=self._torch_dtype() if dtype is None else dtype,
             inference_mode=self._inference_without_autograd,
         )
 
@@ -1210,7 +1236,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
     def _latent_model(self) -> tuple[FlowModel, torch.dtype, torch.device]:
         """The model (with its dtype and device) that ``transform`` and ``inverse_transform`` evaluate."""
-        return self.model_, torch.float32, self.device_
+        return self.model_, self._torch_dtype(), self.device_
 
     # ------------------------------------------------------------------ #
     # Persistence and tags
