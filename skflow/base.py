@@ -955,7 +955,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         return (X.astype(np.float64, copy=False) - self.mean_) / self.scale_
 
     def _model_rows(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validated ``X`` and ``_standardised(X)`` as float32, standardised block by block.
+        """Validated ``X`` and ``_standardised(X)`` in the model's dtype (float32 by default), block by block.
 
         The float32 rows are the values the model is fed in float32, without
         a float64 copy of the whole input: scoring a large table then costs
@@ -963,7 +963,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype="numeric", reset=False)
-        rows = np.empty(X.shape, dtype=np.float32)
+        # In the model's precision (the dtype hyperparameter): float64 rows stay float64.
+        rows = np.empty(X.shape, dtype=np.float64 if self._torch_dtype() == torch.float64 else np.float32)
         block = 65_536
         for start in range(0, len(X), block):
             part = X[start : start + block].astype(np.float64, copy=False)
@@ -1003,6 +1004,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             exact_rows=lambda mask: (X[mask].astype(np.float64, copy=False) - self.mean_) / self.scale_,
             n_threads=self.n_threads,
             batch_size=self._inference_batch_size,
+            dtype=self._torch_dtype(),
             inference_mode=self._inference_without_autograd,
         )
         log_prob = log_prob - np.log(self.scale_).sum()
