@@ -8,6 +8,7 @@ from .injective import FreeFormFlowDensity, InjectiveFlowEstimator
 from .maf import IAFDensity, MAFDensity
 from .nice import NICEDensity
 from .outlier import DensityOutlierDetector
+from .persistence import ModelFileError, load, save
 from .planar import PlanarFlowDensity
 from .plotting import DensityDisplay, ExplainedVarianceDisplay, TrainingCurveDisplay
 from .realnvp import RealNVPDensity
@@ -33,6 +34,7 @@ __all__ = [
     "InjectiveFlowEstimator",
     "MAFDensity",
     "MemmapSource",
+    "ModelFileError",
     "NICEDensity",
     "NeuralSplineDensity",
     "ParquetSource",
@@ -41,4 +43,6 @@ __all__ = [
     "TrainingCurveDisplay",
     "TrainingDivergedError",
     "__version__",
+    "load",
+    "save",
 ]

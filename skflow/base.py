@@ -895,6 +895,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     def _after_fit(self, rows: Tensor) -> None:
         """Hook for families that estimate more state from the training rows."""
 
+    def _empty_model(self) -> nn.Module:
+        """An untrained model shaped like ``model_``, for :func:`skflow.load` to copy saved weights into."""
+        return self.build_model(self.n_features_in_)
+
     def _standardisation_for(
         self, X: np.ndarray, sample_weight: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
