@@ -1248,13 +1248,17 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     # Persistence and tags
     # ------------------------------------------------------------------ #
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        # A copy: on Python 3.11+ scikit-learn's __getstate__ returns the
+        # estimator's own __dict__, and pickling must never change the live
+        # estimator.
+        state = dict(super().__getstate__())
         model = state.get("model_")
         if model is not None and self.device_.type != "cpu":
-            # Pickles hold CPU tensors, so a GPU-fitted model loads anywhere.
+            # Pickles hold CPU tensors, so a GPU-fitted model loads anywhere;
+            # the fitted device is recorded so that loading can go back to it.
             state["model_"] = copy.deepcopy(model).to("cpu")
             state["device_"] = torch.device("cpu")
-            state["_fitted_device"] = self.device_
+            state["_fitted_device"] = str(self.device_)
         return state
 
     def __setstate__(self, state: dict) -> None:
