@@ -44,7 +44,7 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
-from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, Options, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
@@ -95,6 +95,16 @@ _SHARED_CONSTRAINTS: dict[str, list] = {
     "actnorm": ["boolean"],
     "permutation": [StrOptions({"random", "alternate"})],
 }
+
+
+# Hyperparameters that must be sequences of positive integers (layer widths).
+# scikit-learn's constraints can say "tuple or list" but not what the
+# elements are; FlowEstimator._validate_params checks them.
+_POSITIVE_INT_SEQUENCES = ("hidden_dims",)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_)) and value >= 1
 
 
 def shared_constraints(*names: str) -> dict[str, list]:
@@ -493,6 +503,17 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         if cls.__doc__:
             for placeholder, text in SHARED_DOCSTRING_SECTIONS.items():
                 cls.__doc__ = cls.__doc__.replace(placeholder, text)
+
+    def _validate_params(self) -> None:
+        """scikit-learn's checks of ``_parameter_constraints``, plus the elements of layer widths."""
+        super()._validate_params()
+        for name in _POSITIVE_INT_SEQUENCES:
+            value = getattr(self, name, None)
+            if isinstance(value, (tuple, list)) and not all(_is_positive_int(width) for width in value):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a tuple or list of positive "
+                    f"integers. Got {value!r} instead."
+                )
 
     # ------------------------------------------------------------------ #
     # What a family provides
@@ -1104,7 +1125,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             columns whose grid is the integers (or a subset of them).
         """
         check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or n_samples < 1:
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, (bool, np.bool_)) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         if dequantized not in ("grid", "continuous"):
             raise ValueError(f"dequantized must be 'grid' or 'continuous', got {dequantized!r}.")

@@ -78,7 +78,7 @@ def test_inverse_transform_rejects_wrong_latent_width(index: int) -> None:
 @pytest.mark.parametrize("index", estimator_params("skflow_bad_input"))
 def test_sample_rejects_bad_counts(index: int) -> None:
     estimator = fitted_estimator(index)
-    for n_samples in (0, -3, 2.5):
+    for n_samples in (0, -3, 2.5, True, np.True_, "3"):
         with pytest.raises(ValueError, match="n_samples"):
             estimator.sample(n_samples)
 
@@ -121,6 +121,28 @@ def test_invalid_hyperparameter_raises_at_fit(index: int, name: str) -> None:
     estimator = fresh_estimator(index, **{name: BAD_HYPERPARAMETERS[name]})  # stored untouched ...
     with pytest.raises(InvalidParameterError, match=f"The '{name}' parameter of"):
         estimator.fit(X_GOOD)  # ... and rejected at fit
+
+
+BAD_LAYER_WIDTHS = [(0,), (-5,), (2.5,), ("a",), (True,), (16, 0), [np.float64(8.0)], (None,)]
+
+
+@pytest.mark.parametrize("widths", BAD_LAYER_WIDTHS, ids=repr)
+@pytest.mark.parametrize("index", estimator_params("skflow_bad_input"))
+def test_layer_widths_must_be_positive_integers(index: int, widths) -> None:
+    if "hidden_dims" not in fresh_estimator(index).get_params():
+        pytest.skip("this family has no hidden_dims")
+    estimator = fresh_estimator(index, hidden_dims=widths)
+    message = "The 'hidden_dims' parameter of .* must be a tuple or list of positive integers. Got"
+    with pytest.raises(InvalidParameterError, match=message):
+        estimator.fit(X_GOOD)
+    assert not hasattr(estimator, "model_")
+
+
+@pytest.mark.parametrize("index", estimator_params("skflow_bad_input"))
+def test_valid_layer_widths_of_any_integer_type_are_accepted(index: int) -> None:
+    if "hidden_dims" not in fresh_estimator(index).get_params():
+        pytest.skip("this family has no hidden_dims")
+    fresh_estimator(index, hidden_dims=[np.int64(4)], max_epochs=1).fit(X_GOOD)
 
 
 def _fit_with_huge_learning_rate(estimator):
