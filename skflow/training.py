@@ -12,9 +12,13 @@ adapts it to density models, which have no targets:
 * batches are sliced from one tensor already on the device instead of being
   collated row by row, which is where a generic DataLoader spends most of its
   time on small tabular models;
-* a non-finite training loss stops training at once and the best weights seen
-  so far are restored (or a :class:`TrainingDivergedError` is raised when no
-  finite epoch exists), so a fit never silently returns a NaN model;
+* a non-finite training loss, or a finite one that explodes far beyond what a
+  standard normal scores on the same rows, stops training at once and the
+  best weights seen so far are restored with a warning (or a
+  :class:`TrainingDivergedError` is raised when no sound epoch exists), so a
+  fit never silently returns a NaN or absurd model;
+* Ctrl-C (KeyboardInterrupt) reaches the caller instead of ending the epoch
+  loop quietly as skorch does;
 * with an ``accelerate.Accelerator`` the same loop runs data-parallel through
   skorch's :class:`~skorch.hf.AccelerateMixin`: every process (rank) trains
   on its own shard of each epoch's shuffled rows, gradients are all-reduced by
@@ -27,8 +31,11 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -51,11 +58,31 @@ __all__ = ["RowStream", "TrainingDivergedError", "TrainingResult", "train_model"
 
 
 class TrainingDivergedError(FloatingPointError):
-    """Training produced a non-finite loss before any epoch finished cleanly."""
+    """Training diverged (a non-finite or exploding loss) before any epoch finished cleanly."""
 
 
 class _NonFiniteLoss(Exception):
     """Internal signal raised from a callback to leave skorch's loop."""
+
+
+class _Interrupted(BaseException):
+    """Carries a real KeyboardInterrupt (Ctrl-C) past skorch, which would swallow it.
+
+    skorch's ``partial_fit`` catches KeyboardInterrupt around its epoch loop
+    and returns as if training had finished, leaving a half-trained model
+    that looks fitted. A BaseException that is not a KeyboardInterrupt
+    passes through that handler; ``train_model`` turns it back.
+    """
+
+
+class _StopTraining(Exception):
+    """skorch's way for a callback to end training early, told apart from Ctrl-C.
+
+    skorch callbacks (its EarlyStopping among them) stop training by raising
+    KeyboardInterrupt from ``on_epoch_end``. Such a raise, with no SIGINT
+    received, is a request to stop; any other KeyboardInterrupt is the
+    user's.
+    """
 
 
 class _MeanLoss(nn.Module):
@@ -133,6 +160,27 @@ class _FlowNet(NeuralNet):
             x = x + self.noise_std * torch.randn_like(x)
         return x
 
+    sigint_received = False
+
+    def notify(self, method_name: str, **cb_kwargs: Any) -> None:
+        if method_name != "on_epoch_end":
+            return super().notify(method_name, **cb_kwargs)
+        try:
+            return super().notify(method_name, **cb_kwargs)
+        except KeyboardInterrupt as stop:
+            if self.sigint_received:
+                raise
+            raise _StopTraining from stop
+
+    def fit_loop(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with _recording_sigint(self):
+                return super().fit_loop(*args, **kwargs)
+        except _StopTraining:
+            return self
+        except KeyboardInterrupt as interrupt:
+            raise _Interrupted from interrupt
+
     def infer(self, x: Tensor, **fit_params: Any) -> Tensor:
         x = to_tensor(x, device=self.device)
         if self.module_.training:
@@ -182,6 +230,30 @@ class _AcceleratedFlowNet(AccelerateMixin, _FlowNet):
         with torch.no_grad():
             flow.loss(self._training_input(rows))
         self._initialized_alike = True
+
+
+@contextmanager
+def _recording_sigint(net: _FlowNet) -> Iterator[None]:
+    """Mark ``net`` when a real SIGINT arrives (main thread only), then interrupt as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if previous == signal.SIG_IGN:
+            return
+        net.sigint_received = True
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _rows_of(dataset: Any) -> Tensor:
@@ -421,18 +493,69 @@ def duplicate_groups(rows: Tensor) -> np.ndarray:
     return ids
 
 
-class _BestWeights(Callback):
-    """Keeps the weights of the best epoch and aborts on a non-finite loss."""
+# How far above a standard normal's negative log-likelihood of the (standardised)
+# training rows a monitored loss may lie, in nats per feature, before training
+# counts as diverged. A flow starts near that Gaussian and improves on it; a
+# model 20 nats per feature worse gives each row e^-20 of the density per
+# feature that the Gaussian gives it: no fit, only a run that blew up (on the
+# moons benchmark, silently returned models at lr >= 10 lay 40 to 1e22 nats
+# per feature beyond it; see benchmarks/divergence.py).
+EXPLOSION_MARGIN_PER_FEATURE = 20.0
+# The first epoch's training loss (which may hold surrogate terms, e.g. a
+# weighted reconstruction error) is held to a looser bound only.
+_FIRST_EPOCH_MARGIN_PER_FEATURE = 1000.0
 
-    def __init__(self, monitor: str, accelerator: Any = None) -> None:
+
+def gaussian_reference_loss(X: Tensor) -> float:
+    """Mean negative log-likelihood of the rows ``X`` (n, d) under a standard normal, in nats per row."""
+    rows = X.detach().double().reshape(len(X), -1)
+    return float(0.5 * rows.pow(2).sum(dim=1).mean() + 0.5 * rows.shape[1] * math.log(2 * math.pi))
+
+
+class _BestWeights(Callback):
+    """Keeps the weights of the best epoch and aborts when training diverges.
+
+    Divergence is a non-finite training loss in any batch, or an epoch whose
+    losses explode while staying finite: the held-out negative
+    log-likelihood above ``reference + margin`` (``reference``: a standard
+    normal's on the training rows), or the training loss above the larger
+    of that reference and its own first-epoch value plus the margin (the
+    first epoch itself must stay within a looser bound, as a training loss
+    may hold surrogate terms).
+    """
+
+    def __init__(
+        self, monitor: str, accelerator: Any = None, reference: float = math.inf, margin: float = math.inf
+    ) -> None:
         self.monitor = monitor
         self.accelerator = accelerator
+        self.reference = reference
+        self.margin = margin
 
     def initialize(self) -> _BestWeights:
         self.best_loss_ = math.inf
         self.best_epoch_ = 0
         self.best_state_: dict[str, Tensor] | None = None
+        self.first_train_loss_: float | None = None
+        self.exploded_: str | None = None
         return self
+
+    def _check_explosion(self, net: NeuralNet) -> None:
+        train_loss = net.history[-1, "train_loss"]
+        if self.first_train_loss_ is None:
+            self.first_train_loss_ = train_loss
+            first_margin = self.margin / EXPLOSION_MARGIN_PER_FEATURE * _FIRST_EPOCH_MARGIN_PER_FEATURE
+            train_bound = self.reference + first_margin
+        else:
+            train_bound = max(self.reference, self.first_train_loss_) + self.margin
+        if math.isfinite(train_loss) and train_loss > train_bound:
+            self.exploded_ = f"training loss {train_loss:.4g} above the bound {train_bound:.4g}"
+        if self.monitor == "valid_loss":
+            valid_loss, valid_bound = net.history[-1, "valid_loss"], self.reference + self.margin
+            if math.isfinite(valid_loss) and valid_loss > valid_bound:
+                self.exploded_ = f"held-out loss {valid_loss:.4g} above the bound {valid_bound:.4g}"
+        if self.exploded_ is not None:
+            raise _NonFiniteLoss
 
     def on_batch_end(self, net: NeuralNet, batch: Any = None, training: bool = False, **kwargs: Any) -> None:
         loss = kwargs.get("loss")
@@ -447,6 +570,7 @@ class _BestWeights(Callback):
             raise _NonFiniteLoss
 
     def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        self._check_explosion(net)
         loss = net.history[-1, self.monitor]
         if math.isfinite(loss) and loss < self.best_loss_:
             self.best_loss_ = loss
@@ -631,7 +755,12 @@ def train_model(
         use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
     monitor = "valid_loss" if use_validation else "train_loss"
 
-    best_weights = _BestWeights(monitor, accelerator)
+    best_weights = _BestWeights(
+        monitor,
+        accelerator,
+        reference=gaussian_reference_loss(X),
+        margin=EXPLOSION_MARGIN_PER_FEATURE * X[0].numel(),
+    )
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
     if patience is not None:
         engine_callbacks.append(
@@ -727,21 +856,25 @@ def train_model(
             net.partial_fit(X, sample_weight)
     except _NonFiniteLoss:
         diverged = True
+    except _Interrupted as interrupted:
+        # Ctrl-C reaches the caller, as everywhere else in Python; the
+        # estimator then restores the state it had before fit.
+        raise interrupted.__cause__ or KeyboardInterrupt() from None
     history = _history_records(net.history)
     if world_size > 1:
         # The main rank's store dies with its net: no rank may leave while
         # another still reads the pooled history from it.
         accelerator.wait_for_everyone()
     final_optimizer_state = _to_cpu(net.optimizer_.state_dict())
+    cause = best_weights.exploded_ or "non-finite loss"
     if diverged and best_weights.best_state_ is None:
         raise TrainingDivergedError(
-            "Training diverged: the loss became NaN or infinite before any epoch finished with a finite "
-            f"{monitor}. Lower the learning rate (lr={lr}), set gradient_clip, or check the data for "
-            "extreme values."
+            f"Training diverged ({cause}) before any epoch finished with a finite, plausible {monitor}. "
+            f"Lower the learning rate (lr={lr}), set gradient_clip, or check the data for extreme values."
         )
     if diverged:
         warnings.warn(
-            f"Training diverged in epoch {len(history)} (non-finite loss); restored the weights of epoch "
+            f"Training diverged in epoch {len(history)} ({cause}); restored the weights of epoch "
             f"{best_weights.best_epoch_}, the best by {monitor}. Consider a lower learning rate.",
             RuntimeWarning,
             stacklevel=3,

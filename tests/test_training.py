@@ -13,7 +13,7 @@ from skorch.dataset import Dataset
 from torch import nn
 
 from skflow.flows import ActNorm, Chain, ExactFlow, StandardNormal
-from skflow.training import TensorBatches, TrainingDivergedError, train_model
+from skflow.training import TensorBatches, TrainingDivergedError, gaussian_reference_loss, train_model
 from tests.helpers import DensityOnlyModel
 
 
@@ -194,3 +194,72 @@ def test_verbose_zero_prints_nothing_one_a_report_and_two_skorchs_table(capsys) 
     assert "ran all 2 epochs" in capsys.readouterr().out
     train_model(PoisonAfter(10**9), _gaussian_rows(), max_epochs=2, batch_size=50, lr=0.1, verbose=2)
     assert "train_loss" in capsys.readouterr().out
+
+
+class ExplodeAfter(PoisonAfter):
+    """Like PoisonAfter, but the loss becomes huge and finite (x 1e25) instead of NaN."""
+
+    def loss(self, x, context=None):
+        self.calls += 1
+        loss = -self.log_prob(x)
+        return loss * 1e25 if self.calls > self.n_calls else loss
+
+
+class HeldOutExplodesAfter(PoisonAfter):
+    """Training loss stays sane; the held-out log-likelihood collapses after ``n_calls`` evaluations."""
+
+    def __init__(self, n_evaluations: int) -> None:
+        super().__init__(n_calls=10**9)
+        self.n_evaluations = n_evaluations
+        self.evaluations = 0
+
+    def log_prob(self, x, context=None):
+        log_prob = super().log_prob(x)
+        if not self.training:
+            self.evaluations += 1
+            if self.evaluations > self.n_evaluations:
+                return log_prob - 1e6
+        return log_prob
+
+
+@pytest.mark.parametrize("validation_fraction", [None, 0.2])
+def test_a_finite_explosion_later_restores_best_weights_with_a_warning(validation_fraction) -> None:
+    model = ExplodeAfter(n_calls=4 * 3)  # 4 batches of 50 training rows per epoch: explodes in epoch 4
+    with pytest.warns(RuntimeWarning, match=r"diverged in epoch 4 \(training loss .* above the bound"):
+        result = train_model(
+            model,
+            _gaussian_rows(200 if validation_fraction is None else 250),
+            max_epochs=10,
+            batch_size=50,
+            lr=0.1,
+            validation_fraction=validation_fraction,
+            patience=None,
+        )
+    assert result.diverged and result.n_epochs == 4 and 1 <= result.best_epoch <= 3
+    assert result.history[-1]["train_loss"] > 1e20 and math.isfinite(result.history[-1]["train_loss"])
+
+
+def test_a_collapsing_held_out_likelihood_counts_as_divergence() -> None:
+    model = HeldOutExplodesAfter(n_evaluations=2)  # one validation batch per epoch: collapses in epoch 3
+    with pytest.warns(RuntimeWarning, match=r"diverged in epoch 3 \(held-out loss .* above the bound"):
+        result = train_model(
+            model, _gaussian_rows(), max_epochs=10, batch_size=200, lr=0.1, validation_fraction=0.2, patience=None
+        )
+    assert result.diverged and result.best_epoch in (1, 2)
+
+
+def test_a_finite_explosion_in_the_first_epoch_raises() -> None:
+    with pytest.raises(TrainingDivergedError, match=r"diverged \(training loss .* above the bound"):
+        train_model(ExplodeAfter(n_calls=1), _gaussian_rows(), max_epochs=5, batch_size=50, lr=0.1)
+
+
+def test_the_explosion_bound_is_far_above_any_fit() -> None:
+    # A standard normal's loss on the rows is the reference: a model that
+    # starts there and improves never comes near the bound.
+    rows = _gaussian_rows(400)
+    expected = float(np.mean(0.5 * (rows.double() ** 2).sum(dim=1).numpy() + math.log(2 * math.pi)))
+    assert gaussian_reference_loss(rows) == pytest.approx(expected, rel=1e-12)
+    result = train_model(
+        PoisonAfter(n_calls=10**9), rows, max_epochs=30, batch_size=50, lr=0.1, validation_fraction=0.2, patience=None
+    )
+    assert not result.diverged and result.n_epochs == 30
