@@ -33,7 +33,7 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-__all__ = ["ModelFileError", "ModelFileVersionWarning", "load", "save"]
+__all__ = ["ModelFileError", "ModelFileVersionWarning", "load", "read_metadata", "save"]
 
 FORMAT = "skflow-model"
 FORMAT_VERSION = 1
@@ -195,7 +195,7 @@ class _Encoder:
         )
 
 
-def save(estimator: Any, path: str | os.PathLike) -> None:
+def save(estimator: Any, path: str | os.PathLike, *, metadata: dict | None = None) -> None:
     """Write an estimator to a model file that loading can never execute.
 
     Hyperparameters and fitted attributes are stored as JSON, tensors and
@@ -210,6 +210,10 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
         :class:`~skflow.DensityOutlierDetector` over a skflow estimator.
     path : str or path-like
         Destination (conventionally ``*.skflow``).
+    metadata : dict or None, default=None
+        Plain data to store beside the estimator (strings, numbers, arrays,
+        lists and dicts of them), e.g. the preprocessing an application
+        applied; read back with :func:`read_metadata`.
 
     Raises
     ------
@@ -227,6 +231,7 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
         "format_version": FORMAT_VERSION,
         "versions": _versions(),
         "estimator": encoder.estimator(estimator, "the estimator"),
+        "metadata": encoder.value(metadata or {}, "metadata"),
     }
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -399,6 +404,46 @@ class _Decoder:
         raise ModelFileError(f"the file holds a value skflow does not recognise: {str(value)[:80]!r}.")
 
 
+def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The JSON document and the tensors of a model file, both only parsed."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ModelFileError(f"{path} is not a skflow model file (or it is damaged): {error}") from error
+    try:
+        document = json.loads(metadata[_METADATA_KEY])
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{path} is a safetensors file but not a skflow model file.") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a skflow model file.")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} uses model file format {document.get('format_version')!r}; this skflow reads {FORMAT_VERSION}."
+        )
+    return document, tensors
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``metadata`` dict saved with :func:`save` (empty if none), without loading the estimator.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load`, if the file is not a valid skflow model file.
+    """
+    document, tensors = _read(Path(path))
+    metadata = _Decoder(tensors, None).value(document.get("metadata", {"@dict": []}))
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path} holds malformed metadata.")
+    return metadata
+
+
 def load(path: str | os.PathLike, *, device: str | torch.device | None = None) -> Any:
     """Read an estimator written by :func:`save`, without executing anything from the file.
 
@@ -430,27 +475,8 @@ def load(path: str | os.PathLike, *, device: str | torch.device | None = None) -
         If the file was written with another version of skflow, torch or
         scikit-learn.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ModelFileError(f"{path} is not a skflow model file (or it is damaged): {error}") from error
-    try:
-        document = json.loads(metadata[_METADATA_KEY])
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"{path} is a safetensors file but not a skflow model file.") from error
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a skflow model file.")
-    if document.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} uses model file format {document.get('format_version')!r}; this skflow reads {FORMAT_VERSION}."
-        )
+    document, tensors = _read(path)
     saved, current = document.get("versions") or {}, _versions()
     different = [
         f"{name} {saved.get(name)} (here {version})" for name, version in current.items() if saved.get(name) != version

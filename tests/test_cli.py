@@ -43,13 +43,13 @@ def fitted_model(workdir: Path) -> Path:
 
 
 def test_score_writes_one_log_density_per_row_matching_the_python_api(workdir: Path, fitted_model: Path) -> None:
-    import joblib
+    import skflow
 
     result = run_cli("score", "numeric.csv", "--model", str(fitted_model), "--out", "scores.csv", cwd=workdir)
     assert result.returncode == 0, result.stderr
     scores = pd.read_csv(workdir / "scores.csv")
     assert list(scores.columns) == ["log_density"]
-    estimator = joblib.load(fitted_model)["estimator"]
+    estimator = skflow.load(fitted_model)
     expected = estimator.score_samples(pd.read_csv(workdir / "numeric.csv"))
     np.testing.assert_allclose(scores["log_density"].to_numpy(), expected, rtol=1e-6)
 
@@ -118,24 +118,34 @@ def test_non_numeric_columns_are_named_or_dropped(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (("fit", "missing.csv", "--model", "realnvp", "--out", "m.skflow"), "data file not found"),
-        (("fit", "numeric.csv", "--model", "nosuchflow", "--out", "m.skflow"), "unknown model family"),
+        (("fit", "missing.csv", "--model", "realnvp", "--out", "m.skflow"), 1, "data file not found"),
+        (("fit", "numeric.csv", "--model", "nosuchflow", "--out", "m.skflow"), 2, "unknown model family"),
         (
             ("fit", "numeric.csv", "--model", "realnvp", "--param", "n_layerz=2", "--out", "m"),
+            2,
             "no parameter(s) n_layerz",
         ),
-        (("score", "numeric.csv", "--model", "numeric.csv"), "not a model file"),
-        (("fit", "numeric.csv", "--model", "realnvp", "--param", "max_epochs=0", "--out", "m"), "fitting failed"),
+        (("score", "numeric.csv", "--model", "numeric.csv"), 1, "not a model file"),
+        (
+            ("fit", "numeric.csv", "--model", "realnvp", "--param", "max_epochs=0", "--out", "m"),
+            2,
+            "invalid hyperparameter: The 'max_epochs' parameter",
+        ),
     ],
 )
-def test_user_errors_exit_1_with_an_actionable_message(
-    workdir: Path, args: tuple, message: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_user_errors_exit_with_an_actionable_message(
+    workdir: Path,
+    args: tuple,
+    code: int,
+    message: str,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # In-process (same code path as the console script) to keep the suite fast.
     monkeypatch.chdir(workdir)
-    assert main(list(args)) == 1
+    assert main(list(args)) == code
     assert message in capsys.readouterr().err
 
 
@@ -204,9 +214,9 @@ def test_dropna_skips_incomplete_rows_in_fit_score_and_detect(workdir: Path, gap
     assert list(scores.columns) == ["row", "log_density"]
     assert sorted(set(range(408)) - set(scores["row"])) == [3, 10, 407]
     # Each kept row's score is the model's log-density of that very input row.
-    import joblib
+    import skflow
 
-    estimator = joblib.load(fitted_model)["estimator"]
+    estimator = skflow.load(fitted_model)
     complete = pd.read_csv(workdir / "numeric.csv").iloc[scores["row"]]
     np.testing.assert_allclose(scores["log_density"], estimator.score_samples(complete), rtol=1e-6)
 
@@ -233,12 +243,14 @@ def test_impute_fills_with_training_statistics_saved_in_the_model(workdir: Path,
     )
     assert fit.returncode == 0, fit.stderr
     assert "on 408 rows x 3 columns" in fit.stderr
-    import joblib
+    import skflow
+    from skflow.persistence import read_metadata
 
-    payload = joblib.load(workdir / "imp.skflow")
+    imputer = read_metadata(workdir / "imp.skflow")["imputer"]
     training = pd.read_csv(gappy)
     # The saved statistics are the training table's own column medians (NaN skipped).
-    np.testing.assert_allclose(payload["imputer"].statistics_, np.nanmedian(training.to_numpy(), axis=0))
+    assert imputer["strategy"] == "median"
+    np.testing.assert_allclose(imputer["statistics"], np.nanmedian(training.to_numpy(), axis=0))
 
     # Scoring a one-row table with a hole: the hole is filled with the training
     # median, not with a statistic of the (single-row) table being scored.
@@ -247,7 +259,7 @@ def test_impute_fills_with_training_statistics_saved_in_the_model(workdir: Path,
     score = run_cli("score", "probe.csv", "--model", "imp.skflow", "--impute", "median", "--out", "p.csv", cwd=workdir)
     assert score.returncode == 0, score.stderr
     filled = probe.fillna({"a": np.nanmedian(training["a"])})
-    expected = payload["estimator"].score_samples(filled)
+    expected = skflow.load(workdir / "imp.skflow").score_samples(filled)
     np.testing.assert_allclose(pd.read_csv(workdir / "p.csv")["log_density"], expected, rtol=1e-6)
 
     other = run_cli("score", "probe.csv", "--model", "imp.skflow", "--impute", "mean", cwd=workdir)
@@ -295,3 +307,85 @@ def test_parquet_without_pyarrow_names_the_extra(
     monkeypatch.setattr(pd, "read_parquet", no_pyarrow)
     assert main(["fit", "table.parquet", "--model", "realnvp", "--out", "m.skflow"]) == 1
     assert "pip install 'skflow[parquet]'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- #
+# User errors never show a traceback; exit codes 0 / 1 / 2 / 130
+# ---------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def bad_tables(workdir: Path) -> Path:
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame(rng.normal(size=(50, 3)), columns=["a", "b", "c"])
+    table.iloc[2, 1] = np.nan
+    table.to_csv(workdir / "with_nan.csv", index=False)
+    table.iloc[2, 1] = 0.0
+    table.iloc[40, 2] = -np.inf
+    table.to_csv(workdir / "with_inf.csv", index=False)
+    (workdir / "header_only.csv").write_text("a,b,c\n")
+    return workdir
+
+
+CLI_USER_ERRORS = {
+    "nan cell": (
+        ("fit", "with_nan.csv", "--model", "realnvp", *FAST, "--out", "m.skflow"),
+        1,
+        "column 'b' row 3 (nan)",
+    ),
+    "inf cell": (("score", "with_inf.csv", "--model", "model.skflow"), 1, "column 'c' row 41 (-inf)"),
+    "header only": (("fit", "header_only.csv", "--model", "realnvp", "--out", "m.skflow"), 1, "has no rows"),
+    "diverged fit": (
+        ("fit", "numeric.csv", "--model", "nice", "--param", "lr=1e3", "--param", "gradient_clip=None", "--out", "m"),
+        1,
+        "fitting failed: Training diverged",
+    ),
+    "absurd size": (
+        ("fit", "numeric.csv", "--model", "realnvp", "--param", "hidden_dims=(10000000000000,)", "--out", "m.skflow"),
+        1,
+        "out of memory",
+    ),
+    "missing output folder": (
+        ("fit", "numeric.csv", "--model", "realnvp", *FAST, "--out", "no/such/folder/m.skflow"),
+        2,
+        "the folder no/such/folder does not exist",
+    ),
+    "not a model": (("sample", "--model", "numeric.csv"), 1, "is not a model file"),
+    "bad layer widths": (
+        ("fit", "numeric.csv", "--model", "realnvp", "--param", "hidden_dims=(0,)", "--out", "m.skflow"),
+        2,
+        "must be a tuple or list of positive integers",
+    ),
+    "bad count": (("sample", "--model", "model.skflow", "-n", "0"), 2, "-n must be a positive number"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_USER_ERRORS))
+def test_user_errors_give_a_message_and_an_exit_code_never_a_traceback(
+    case: str, bad_tables: Path, fitted_model: Path
+) -> None:
+    args, code, message = CLI_USER_ERRORS[case]
+    result = run_cli(*args, cwd=bad_tables)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (bad_tables / "m.skflow").exists() and not (bad_tables / "m").exists()
+    if case == "missing output folder":
+        assert "fitted" not in result.stderr, "the folder must be checked before training"
+
+
+def test_help_states_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    for command in ([], ["fit"], ["score"], ["detect"], ["sample"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "0 success, 1 runtime failure" in text and "2 usage error, 130 interrupted" in text
+
+
+def test_model_files_are_safe_files(workdir: Path, fitted_model: Path) -> None:
+    import skflow
+
+    with pytest.raises(Exception) as not_a_pickle:
+        import joblib
+
+        joblib.load(fitted_model)
+    assert not_a_pickle.value is not None
+    loaded = skflow.load(fitted_model)
+    assert list(loaded.feature_names_in_) == ["a", "b", "c"]
