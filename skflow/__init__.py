@@ -8,7 +8,7 @@ from .injective import FreeFormFlowDensity, InjectiveFlowEstimator
 from .maf import IAFDensity, MAFDensity
 from .nice import NICEDensity
 from .outlier import DensityOutlierDetector
-from .persistence import ModelFileError, load, save
+from .persistence import ModelFileError, ModelFileVersionWarning, load, save
 from .planar import PlanarFlowDensity
 from .plotting import DensityDisplay, ExplainedVarianceDisplay, TrainingCurveDisplay
 from .realnvp import RealNVPDensity
@@ -35,6 +35,7 @@ __all__ = [
     "MAFDensity",
     "MemmapSource",
     "ModelFileError",
+    "ModelFileVersionWarning",
     "NICEDensity",
     "NeuralSplineDensity",
     "ParquetSource",

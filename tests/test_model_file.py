@@ -23,8 +23,7 @@ from safetensors.torch import save_file
 from sklearn.neighbors import KernelDensity
 
 import skflow
-from skflow import DensityOutlierDetector, FreeFormFlowDensity, ModelFileError, RealNVPDensity
-from skflow.persistence import ModelFileVersionWarning
+from skflow import DensityOutlierDetector, FreeFormFlowDensity, ModelFileError, ModelFileVersionWarning, RealNVPDensity
 from tests.helpers import correlated_data, estimator_params, fitted_estimator, fresh_estimator
 from tests.registry import FAST_ESTIMATORS
 
