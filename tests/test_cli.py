@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -313,16 +314,20 @@ def test_parquet_without_pyarrow_names_the_extra(
 # User errors never show a traceback; exit codes 0 / 1 / 2 / 130
 # ---------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
-def bad_tables(workdir: Path) -> Path:
+def bad_tables(tmp_path_factory: pytest.TempPathFactory, workdir: Path, fitted_model: Path) -> Path:
+    """A folder of its own (so the checks for written files see only these commands), with bad tables."""
+    directory = tmp_path_factory.mktemp("cli_errors")
+    shutil.copy(workdir / "numeric.csv", directory / "numeric.csv")
+    shutil.copy(fitted_model, directory / "model.skflow")
     rng = np.random.default_rng(1)
     table = pd.DataFrame(rng.normal(size=(50, 3)), columns=["a", "b", "c"])
     table.iloc[2, 1] = np.nan
-    table.to_csv(workdir / "with_nan.csv", index=False)
+    table.to_csv(directory / "with_nan.csv", index=False)
     table.iloc[2, 1] = 0.0
     table.iloc[40, 2] = -np.inf
-    table.to_csv(workdir / "with_inf.csv", index=False)
-    (workdir / "header_only.csv").write_text("a,b,c\n")
-    return workdir
+    table.to_csv(directory / "with_inf.csv", index=False)
+    (directory / "header_only.csv").write_text("a,b,c\n")
+    return directory
 
 
 CLI_USER_ERRORS = {
@@ -359,9 +364,7 @@ CLI_USER_ERRORS = {
 
 
 @pytest.mark.parametrize("case", list(CLI_USER_ERRORS))
-def test_user_errors_give_a_message_and_an_exit_code_never_a_traceback(
-    case: str, bad_tables: Path, fitted_model: Path
-) -> None:
+def test_user_errors_give_a_message_and_an_exit_code_never_a_traceback(case: str, bad_tables: Path) -> None:
     args, code, message = CLI_USER_ERRORS[case]
     result = run_cli(*args, cwd=bad_tables)
     assert result.returncode == code, result.stderr
