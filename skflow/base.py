@@ -104,7 +104,7 @@ _POSITIVE_INT_SEQUENCES = ("hidden_dims",)
 
 
 def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_)) and value >= 1
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_)) and int(value) >= 1
 
 
 def shared_constraints(*names: str) -> dict[str, list]:

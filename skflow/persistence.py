@@ -177,8 +177,9 @@ class _Encoder:
             kind, keys, position, has_gauss, cached = value.get_state()
             keys = self.value(np.asarray(keys, dtype=np.int64), where)  # uint32 words, stored widened
             return {"@random_state": [kind, keys, int(position), int(has_gauss), float(cached)]}
-        if isinstance(value, type) and issubclass(value, nn.Module) and getattr(nn, value.__name__, None) is value:
-            return {"@torch_nn": value.__name__}  # an activation class such as torch.nn.Tanh
+        name = getattr(value, "__name__", "")
+        if isinstance(value, type) and issubclass(value, nn.Module) and getattr(nn, name, None) is value:
+            return {"@torch_nn": name}  # an activation class such as torch.nn.Tanh
         if isinstance(value, BaseEstimator):
             return {"@estimator": self.estimator(value, where)}
         if isinstance(value, nn.Module):
