@@ -521,22 +521,31 @@ class _BestWeights(Callback):
     normal's on the training rows), or the training loss above the larger
     of that reference and its own first-epoch value plus the margin (the
     first epoch itself must stay within a looser bound, as a training loss
-    may hold surrogate terms).
+    may hold surrogate terms). When training continues from earlier weights
+    (``continued``), the held-out bound follows its first epoch in the same
+    way.
     """
 
     def __init__(
-        self, monitor: str, accelerator: Any = None, reference: float = math.inf, margin: float = math.inf
+        self,
+        monitor: str,
+        accelerator: Any = None,
+        reference: float = math.inf,
+        margin: float = math.inf,
+        continued: bool = False,
     ) -> None:
         self.monitor = monitor
         self.accelerator = accelerator
         self.reference = reference
         self.margin = margin
+        self.continued = continued
 
     def initialize(self) -> _BestWeights:
         self.best_loss_ = math.inf
         self.best_epoch_ = 0
         self.best_state_: dict[str, Tensor] | None = None
         self.first_train_loss_: float | None = None
+        self.first_valid_loss_: float | None = None
         self.exploded_: str | None = None
         return self
 
@@ -552,6 +561,17 @@ class _BestWeights(Callback):
             self.exploded_ = f"training loss {train_loss:.4g} above the bound {train_bound:.4g}"
         if self.monitor == "valid_loss":
             valid_loss, valid_bound = net.history[-1, "valid_loss"], self.reference + self.margin
+            if self.continued:
+                # Training went on from earlier weights (warm start, partial_fit),
+                # perhaps on other data: the start is that model, not a
+                # Gaussian, so the bound follows its first epoch here too.
+                if self.first_valid_loss_ is None:
+                    self.first_valid_loss_ = valid_loss
+                    valid_bound = self.reference + self.margin * _FIRST_EPOCH_MARGIN_PER_FEATURE / (
+                        EXPLOSION_MARGIN_PER_FEATURE
+                    )
+                else:
+                    valid_bound = max(self.reference, self.first_valid_loss_) + self.margin
             if math.isfinite(valid_loss) and valid_loss > valid_bound:
                 self.exploded_ = f"held-out loss {valid_loss:.4g} above the bound {valid_bound:.4g}"
         if self.exploded_ is not None:
@@ -760,6 +780,7 @@ def train_model(
         accelerator,
         reference=gaussian_reference_loss(X),
         margin=EXPLOSION_MARGIN_PER_FEATURE * X[0].numel(),
+        continued=optimizer_state is not None,
     )
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
     if patience is not None:

@@ -104,3 +104,31 @@ def test_real_sigint_exits_130_and_writes_no_model_file(tmp_path: Path) -> None:
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data.csv"], "an interrupted fit wrote a file"
+
+
+class InterruptFirstEpoch(Callback):
+    """Raises KeyboardInterrupt after the second training batch of the first epoch."""
+
+    def initialize(self) -> InterruptFirstEpoch:
+        self.batches = 0
+        return self
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs) -> None:
+        self.batches += training
+        if self.batches == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_interrupted_continuation_keeps_the_earlier_fit_exactly(how: str) -> None:
+    estimator = pickle.loads(pickle.dumps(fitted_estimator(0)))
+    before_scores = estimator.score_samples(X_SCORE)
+    weights = {key: value.clone() for key, value in estimator.model_.state_dict().items()}
+    estimator.set_params(callbacks=[InterruptFirstEpoch()], batch_size=32, warm_start=how == "warm_start")
+    n_iter = estimator.n_iter_
+    with pytest.raises(KeyboardInterrupt):
+        estimator.fit(X_FIT) if how == "warm_start" else estimator.partial_fit(X_FIT)
+    assert estimator.n_iter_ == n_iter
+    for key, value in estimator.model_.state_dict().items():
+        assert value.equal(weights[key]), f"weight {key} changed"
+    np.testing.assert_array_equal(estimator.score_samples(X_SCORE), before_scores)

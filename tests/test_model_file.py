@@ -326,3 +326,15 @@ def test_every_registered_family_is_covered() -> None:
     allowed = set(skflow.persistence.allowed_classes().values())
     assert {type(estimator) for estimator in FAST_ESTIMATORS} <= allowed
     assert DensityOutlierDetector in allowed
+
+
+def test_a_saved_model_continues_training_exactly_as_the_original(tmp_path: Path) -> None:
+    # The optimiser's moments travel too, so partial_fit on the loaded copy
+    # takes the very same steps as on the original.
+    X, chunk = correlated_data(200, seed=6), correlated_data(100, seed=7)
+    original = fresh_estimator(0).partial_fit(X)
+    skflow.save(original, tmp_path / "stream.skflow")
+    loaded = skflow.load(tmp_path / "stream.skflow")
+    original.partial_fit(chunk)
+    loaded.partial_fit(chunk)
+    np.testing.assert_array_equal(loaded.score_samples(X_SCORE), original.score_samples(X_SCORE))
