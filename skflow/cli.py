@@ -432,7 +432,6 @@ def command_detect(args: argparse.Namespace) -> None:
         threshold = np.quantile(scores, args.contamination)
         outlier = scores < threshold
     else:
-        check_finite(table, args.data)
         # A family named here gets the detector's noise regularisation unless
         # the user sets noise_std, as DensityOutlierDetector's own default does.
         params = {"noise_std": DETECTOR_NOISE_STD, **parse_params(args.param)}
