@@ -775,11 +775,18 @@ def train_model(
         use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
     monitor = "valid_loss" if use_validation else "train_loss"
 
+    # The divergence bound's reference: a standard normal's loss on the rows
+    # (for a stream, on its held-out rows or else its first chunk).
+    reference_rows: Tensor
+    if isinstance(X, RowStream):
+        reference_rows = X.validation_rows if X.validation_rows is not None else X.read(0)
+    else:
+        reference_rows = X
     best_weights = _BestWeights(
         monitor,
         accelerator,
-        reference=gaussian_reference_loss(X),
-        margin=EXPLOSION_MARGIN_PER_FEATURE * X[0].numel(),
+        reference=gaussian_reference_loss(reference_rows),
+        margin=EXPLOSION_MARGIN_PER_FEATURE * reference_rows[0].numel(),
         continued=optimizer_state is not None,
     )
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
