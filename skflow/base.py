@@ -918,7 +918,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
 
     def _empty_model(self) -> nn.Module:
         """An untrained model shaped like ``model_``, for :func:`skflow.load` to copy saved weights into."""
-        return self.build_model(self.n_features_in_)
+        model = self.build_model(self.n_features_in_)
+        # As fit does: float64 estimators train a double model, so its saved
+        # weights load without a cast.
+        return model.double() if self._torch_dtype() == torch.float64 else model
 
     def _standardisation_for(
         self, X: np.ndarray, sample_weight: np.ndarray | None = None
