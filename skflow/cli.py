@@ -396,7 +396,8 @@ def _fit_parquet_folder(args: argparse.Namespace) -> None:
         raise CommandError(f"could not read {args.data}: {error}") from error
     estimator = make_estimator(args.model, parse_params(args.param), _verbosity(args, writes_stdout=False))
     fit_estimator(estimator, lambda: estimator.fit(source))
-    save_model(estimator, args.out, columns=[str(column) for column in source.feature_names])
+    names = source.feature_names if source.feature_names is not None else range(source.n_features)
+    save_model(estimator, args.out, columns=[str(column) for column in names])
     print(
         f"fitted {type(estimator).__name__} on {source.n_rows} rows x {source.n_features} columns streamed from "
         f"{source.n_chunks} row groups ({getattr(estimator, 'n_iter_', '?')} epochs); saved to {args.out}",

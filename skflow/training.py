@@ -674,7 +674,7 @@ def fused_optimizer_supported(model: nn.Module, device: str) -> bool:
 
 def train_model(
     model: FlowModel,
-    X: Tensor,
+    X: Tensor | RowStream,
     *,
     max_epochs: int,
     batch_size: int,
@@ -765,7 +765,7 @@ def train_model(
     world_size = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     streaming = isinstance(X, RowStream)
-    if streaming:
+    if isinstance(X, RowStream):
         if world_size > 1:
             raise ValueError("A streaming fit runs in one process; data-parallel training needs rows in memory.")
         use_validation = X.validation_rows is not None and len(X.validation_rows) >= 2
@@ -870,7 +870,9 @@ def train_model(
         **settings,
     )
     if sample_weight is not None:
-        sample_weight = (sample_weight / sample_weight.mean()).to(X.dtype)
+        sample_weight = (sample_weight / sample_weight.mean()).to(
+            sample_weight.dtype if isinstance(X, RowStream) else X.dtype
+        )
     net.initialize()
     if optimizer_state is not None:
         # The moments carry over; the hyperparameters (lr, weight decay) are
