@@ -109,6 +109,11 @@ def test_validation_shards_count_every_row_once_in_equal_batch_counts(n_rows: in
 
 
 def test_one_process_accelerator_is_the_plain_engine_exactly() -> None:
+    if torch.cuda.is_available():
+        # Seen on an H200: the two GPU fits differed by up to 6e-3 in score,
+        # as two plain GPU fits can (cuBLAS/atomic reductions are not
+        # bitwise reproducible); exact equality is a CPU property.
+        pytest.skip("bitwise equality of two fits holds on the CPU; GPU kernels are not run-to-run deterministic.")
     X = training_rows()[:600]
     settings = {**SETTINGS, "max_epochs": 3}
     plain = RealNVPDensity(**settings).fit(X)
@@ -121,7 +126,11 @@ def test_bf16_mixed_precision_on_cuda() -> None:
     if not torch.cuda.is_available() or not torch.cuda.is_bf16_supported():
         pytest.skip("CUDA is not available (or has no bf16) on this machine; bf16 training runs only on a GPU.")
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    # Another test in this worker may have created an Accelerator already;
+    # accelerate refuses a second one with other settings in one process.
+    AcceleratorState._reset_state(reset_partial_state=True)
     X, held_out = training_rows(), held_out_rows()
     full = RealNVPDensity(**{**SETTINGS, "device": "cuda"}).fit(X)
     mixed = RealNVPDensity(**SETTINGS, accelerator=Accelerator(mixed_precision="bf16")).fit(X)

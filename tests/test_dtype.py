@@ -47,8 +47,8 @@ def _data(n: int = 400, seed: int = 0) -> np.ndarray:
 def _closed_form_log_density(estimator: DiagonalGaussian, X: np.ndarray) -> np.ndarray:
     """log p(x) from the fitted parameters, in numpy float64 (independent of torch's arithmetic)."""
     actnorm = estimator.model_.transform.bijections[0]
-    bias = actnorm.bias.detach().double().numpy()
-    log_scale = actnorm.log_scale.detach().double().numpy()
+    bias = actnorm.bias.detach().double().cpu().numpy()
+    log_scale = actnorm.log_scale.detach().double().cpu().numpy()
     z = ((X - estimator.mean_) / estimator.scale_ + bias) * np.exp(log_scale)
     log_normal = -0.5 * (z**2 + math.log(2 * math.pi)).sum(axis=1)
     return log_normal + log_scale.sum() - np.log(estimator.scale_).sum()

@@ -129,6 +129,7 @@ def test_explained_variance_does_not_depend_on_the_latent_rotation(linear_case) 
     rotation = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
     with torch.no_grad():
         encoder, decoder = rotated.model_.encoder, rotated.model_.decoder
+        rotation = rotation.to(encoder.weight.device)
         encoder.weight.copy_(rotation @ encoder.weight)
         encoder.bias.copy_(rotation @ encoder.bias)
         decoder.weight.copy_(decoder.weight @ rotation.T)
