@@ -91,7 +91,7 @@ def test_real_sigint_exits_130_and_writes_no_model_file(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))},
     )
     try:
         assert process.stdout.readline().strip() == "ready"  # skflow imported; training starts next
