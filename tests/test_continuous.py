@@ -28,28 +28,23 @@ def test_registry_holds_both_families() -> None:
     assert {type(est) for est in CONTINUOUS} == {CNFDensity, FlowMatchingDensity}
 
 
+# Tiny fixed-step configurations; a test overrides what it is about.
+_FAST_CONTINUOUS = {
+    "hidden_dims": (16,),
+    "solver": "rk4",
+    "n_steps": 4,
+    "max_epochs": 2,
+    "batch_size": 64,
+    "random_state": 0,
+}
+
+
 def fast_cnf(**params):
-    defaults = {
-        "hidden_dims": (16,),
-        "solver": "rk4",
-        "n_steps": 4,
-        "max_epochs": 2,
-        "batch_size": 64,
-        "random_state": 0,
-    }
-    return CNFDensity(**{**defaults, **params})
+    return CNFDensity(**{**_FAST_CONTINUOUS, **params})
 
 
 def fast_flow_matching(**params):
-    defaults = {
-        "hidden_dims": (16,),
-        "solver": "rk4",
-        "n_steps": 4,
-        "max_epochs": 2,
-        "batch_size": 64,
-        "random_state": 0,
-    }
-    return FlowMatchingDensity(**{**defaults, **params})
+    return FlowMatchingDensity(**{**_FAST_CONTINUOUS, **params})
 
 
 @pytest.fixture(scope="module")
