@@ -339,10 +339,12 @@ def report(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`  ",
         f"Load average at start: {result['environment']['load_average_at_start']}",
     ]
-    lines += ["", "**Training and scoring throughput (medians; ratios against zuko, else nflows)**", ""]
-    header = "| dataset | family | contender | train rows/s | vs peer | score rows/s | vs peer | test log-lik |"
-    lines += [header, "|---|---|---|---:|---:|---:|---:|---:|"]
-    for dataset, families in result["throughput_summary"].items():
+    # Each section only when its part ran (--parts can leave any of them out).
+    if result.get("throughput_summary"):
+        lines += ["", "**Training and scoring throughput (medians; ratios against zuko, else nflows)**", ""]
+        header = "| dataset | family | contender | train rows/s | vs peer | score rows/s | vs peer | test log-lik |"
+        lines += [header, "|---|---|---|---:|---:|---:|---:|---:|"]
+    for dataset, families in result.get("throughput_summary", {}).items():
         for family, contenders in families.items():
             base = contenders.get("zuko") or contenders.get("nflows")
             for name, row in contenders.items():
