@@ -962,16 +962,19 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         to (by default the fitted model's: the ``dtype`` hyperparameter's and
         ``device_``); see :meth:`_float64_model`.
         """
-        return map_rows(
-            function,
-            array,
-            self.device_ if device is None else device,
-            self.model_,
-            n_threads=self.n_threads,
-            batch_size=self._inference_batch_size,
-            dtype=self._torch_dtype() if dtype is None else dtype,
-            inference_mode=self._inference_without_autograd,
-        )
+        options = self._map_options()
+        if dtype is not None:
+            options["dtype"] = dtype
+        return map_rows(function, array, self.device_ if device is None else device, self.model_, **options)
+
+    def _map_options(self) -> dict[str, Any]:
+        """The inference settings :func:`map_rows` takes from the fitted estimator."""
+        return {
+            "n_threads": self.n_threads,
+            "batch_size": self._inference_batch_size,
+            "dtype": self._torch_dtype(),
+            "inference_mode": self._inference_without_autograd,
+        }
 
     def _float64_model(self) -> tuple[FlowModel, torch.device]:
         """The fitted model in float64 and its device; see :func:`float64_model`."""
@@ -1030,10 +1033,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             rows,
             self.device_,
             exact_rows=lambda mask: (X[mask].astype(np.float64, copy=False) - self.mean_) / self.scale_,
-            n_threads=self.n_threads,
-            batch_size=self._inference_batch_size,
-            dtype=self._torch_dtype(),
-            inference_mode=self._inference_without_autograd,
+            **self._map_options(),
         )
         log_prob = log_prob - np.log(self.scale_).sum()
         return np.where(np.isnan(log_prob), -np.inf, log_prob)
