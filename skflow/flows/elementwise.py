@@ -23,6 +23,8 @@ from numbers import Real
 import torch
 from torch import Tensor, nn
 
+from ..nn import tanh
+
 __all__ = ["Additive", "Affine", "ElementwiseMap", "Inverted"]
 
 
@@ -94,7 +96,7 @@ class Affine(ElementwiseMap):
     def shift_and_log_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """``(t, s)`` of shapes ``(n, m)`` from raw parameters ``(n, 2, m)``."""
         shift, raw_log_scale = params.unbind(dim=1)
-        return shift, self.scale_bound * torch.tanh(raw_log_scale / self.scale_bound)
+        return shift, self.scale_bound * tanh(raw_log_scale / self.scale_bound)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self.shift_and_log_scale(params)

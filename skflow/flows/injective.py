@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-from ..nn import MLP
+from ..nn import MLP, Tanh
 from .core import FlowModel
 
 __all__ = [
@@ -228,7 +228,7 @@ def output_and_tangents(module: nn.Module, inputs: Tensor, tangents: Tensor) -> 
             # d/da [a sigmoid(a)] = sigmoid(a) (1 + a (1 - sigmoid(a)))
             slope = gate * (1 + inputs * (1 - gate))
         return module(inputs), tangents * slope
-    if _computes_like(module, nn.Tanh):
+    if _computes_like(module, nn.Tanh) or _computes_like(module, Tanh):
         outputs = module(inputs)
         with torch.no_grad():
             slope = 1 - outputs.pow(2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,35 @@ from .core import Bijection
 __all__ = ["ActNorm", "DiagonalScaling", "InvertibleConv1x1", "LULinear", "Permutation"]
 
 
-class ActNorm(Bijection):
+class DataInitialized(Bijection):
+    """A layer that initialises itself from its first training batch (ActNorm and its image form).
+
+    Whether that has happened lives in a boolean buffer, ``initialized``, so
+    that it survives ``state_dict`` and pickling. Reading a buffer's value in
+    Python is a device read, and on a GPU a synchronisation that stalls the
+    queue of kernels at every training step of every such layer (and a graph
+    break under ``torch.compile``). Once the buffer has been seen set, a plain
+    attribute remembers it; loading a state dict makes the layer look again.
+    """
+
+    initialized: Tensor
+    _seen_initialized: bool = False
+
+    def _needs_initialization(self) -> bool:
+        if self._seen_initialized:
+            return False
+        if bool(self.initialized):
+            self._seen_initialized = True
+            return False
+        return True
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # The loaded buffer decides; it is read again at the next training step.
+        self._seen_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+class ActNorm(DataInitialized):
     """Per-feature affine map ``y = (x + bias) * exp(log_scale)``.
 
     With data-dependent initialisation (Kingma & Dhariwal, 2018): the first
@@ -63,7 +92,7 @@ class ActNorm(Bijection):
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
+        if self.training and self._needs_initialization():
             self._initialize(x)
         y = (x + self.bias) * torch.exp(self.log_scale)
         return y, self.log_scale.sum().expand(x.shape[0])

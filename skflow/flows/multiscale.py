@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..nn import resolve_activation
 from .core import Bijection, Chain
 from .coupling import AffineCoupling
-from .linear import InvertibleConv1x1
+from .linear import DataInitialized, InvertibleConv1x1
 
 __all__ = [
     "ChannelActNorm",
@@ -101,7 +101,7 @@ class Squeeze(Bijection):
         return x, y.new_zeros(n)
 
 
-class ChannelActNorm(Bijection):
+class ChannelActNorm(DataInitialized):
     """ActNorm per channel: ``y[c] = (x[c] + bias[c]) * exp(log_scale[c])``.
 
     One affine map per channel, shared by all pixels (Glow), so
@@ -146,7 +146,7 @@ class ChannelActNorm(Bijection):
         return height * width * self.log_scale.sum()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
+        if self.training and self._needs_initialization():
             self._initialize(x)
         y = (self._images(x) + self.bias[:, None]) * torch.exp(self.log_scale)[:, None]
         return y.reshape(x.shape), self._log_abs_det().expand(x.shape[0])

@@ -94,3 +94,33 @@ def test_permutation_constructors() -> None:
 def test_permutation_rejects_non_permutations(indices) -> None:
     with pytest.raises(ValueError, match="permutation"):
         Permutation(torch.tensor(indices))
+
+
+def test_actnorm_reads_its_initialized_buffer_only_until_it_is_set() -> None:
+    # The flag is a buffer (state_dict, pickling); reading it is a device read,
+    # so a trained layer must stop reading it, yet a loaded state must count.
+    class CountingBuffer(torch.Tensor):
+        reads = 0
+
+        def __bool__(self) -> bool:
+            CountingBuffer.reads += 1
+            return super().__bool__()
+
+    layer = ActNorm(2).train()
+    layer.initialized = layer.initialized.as_subclass(CountingBuffer)
+    for _ in range(5):
+        layer(torch.randn(10, 2))
+    assert CountingBuffer.reads == 2  # before and after the initialising batch, never again
+    fresh = ActNorm(2).train()
+    fresh(torch.randn(10, 2) + 50)
+    bias = fresh.bias.detach().clone()
+    fresh.load_state_dict(ActNorm(2).state_dict())  # an uninitialised state: the next batch initialises
+    x = torch.randn(10, 2) - 7
+    fresh(x)
+    torch.testing.assert_close(fresh.bias.detach(), -x.mean(dim=0))
+    assert not torch.equal(fresh.bias.detach(), bias)
+    trained = ActNorm(2)
+    trained.load_state_dict(layer.state_dict())
+    before = trained.bias.detach().clone()
+    trained.train()(torch.randn(10, 2) + 100)  # an initialised state: no re-initialisation
+    assert torch.equal(trained.bias.detach(), before)
