@@ -111,7 +111,8 @@ class _ConditionalFlowEstimator(BaseEstimator):
         rows = np.hstack([(targets - self.target_mean_) / self.target_scale_, self._context_rows(context)])
         jitter = np.concatenate([self.dequantization_widths_ / self.target_scale_, np.zeros(context.shape[1])])
         n_targets, n_context = targets.shape[1], context.shape[1]
-        tensor = flow._to_tensor(rows, device)
+        # In the family's precision (its dtype hyperparameter), as its own fit.
+        tensor = flow._to_tensor(rows, device, flow._torch_dtype())
         seed = int(check_random_state(flow.random_state).randint(_MAX_SEED))
         model, result = flow._run_engine(
             lambda: self.build_model(n_targets, n_context),
@@ -140,7 +141,9 @@ class _ConditionalFlowEstimator(BaseEstimator):
     def _log_prob(self, targets: np.ndarray, context: np.ndarray) -> np.ndarray:
         """``log p(t | c)`` per row in the targets' units; NaN becomes -inf."""
         rows = np.hstack([(targets - self.target_mean_) / self.target_scale_, self._context_rows(context)])
-        log_prob = log_prob_rows(self.model_, rows, self.device_, n_threads=self.flow_.n_threads)
+        # The family's inference settings (threads, batch, dtype, inference
+        # mode), so a float64 flow scores float64 rows.
+        log_prob = log_prob_rows(self.model_, rows, self.device_, **self.flow_._map_options())
         log_prob = log_prob - np.log(self.target_scale_).sum()
         return np.where(np.isnan(log_prob), -np.inf, log_prob)
 
@@ -156,10 +159,11 @@ class _ConditionalFlowEstimator(BaseEstimator):
         seed = int(check_random_state(random_state).randint(_MAX_SEED))
         rows = self._context_rows(context)
         draws = np.empty((len(rows), int(n_samples), len(self.target_mean_)))
+        dtype = self.flow_._torch_dtype()
         with torch.no_grad():
             for index, row in enumerate(rows):
                 generator = torch.Generator(device=self.device_).manual_seed(seed)
-                repeated = FlowEstimator._to_tensor(np.repeat(row[None], int(n_samples), axis=0), self.device_)
+                repeated = FlowEstimator._to_tensor(np.repeat(row[None], int(n_samples), axis=0), self.device_, dtype)
                 draws[index] = self.model_.sample_given(repeated, generator).cpu().numpy()
         return draws * self.target_scale_ + self.target_mean_
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.compose import ColumnTransformer
@@ -218,6 +219,39 @@ def test_zero_weights_equal_dropping_rows_in_the_regressor():
     zeroed = FlowRegressor(flow=flow).fit(X, y, sample_weight=weights)
     dropped = FlowRegressor(flow=flow).fit(X[30:], y[30:], sample_weight=weights[30:])
     np.testing.assert_array_equal(zeroed.score_samples(X, y), dropped.score_samples(X, y))
+
+
+@pytest.mark.parametrize("estimator", ["regressor", "classifier"])
+def test_a_float64_flow_trains_and_scores_in_float64(estimator):
+    # Targets 1e-9 standard deviations apart are one float32 number but two
+    # float64 ones: a float64 model fed float64 rows scores them differently,
+    # by the slope of the log-density (a central difference at a wide step)
+    # times the offset.
+    X, y, _, _ = heteroscedastic(120)
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, random_state=0, dtype="float64")
+    if estimator == "regressor":
+        model = FlowRegressor(flow=flow, n_predict_samples=20).fit(X, y)
+        scale = model.target_scale_[0]
+
+        def score(offset: float) -> np.ndarray:
+            return model.score_samples(X[:5], y[:5] + offset * scale)
+
+        assert model.sample_y(X[:2], 3).dtype == np.float64
+    else:
+        model = FlowClassifier(flow=flow, strategy="conditional").fit(X, (y > np.median(y)).astype(int))
+        scale = model.target_scale_[0]
+
+        def score(offset: float) -> np.ndarray:
+            shifted = X[:5].copy()
+            shifted[:, 0] += offset * scale
+            return model.class_log_likelihood(shifted)[:, 0]
+
+    tensors = [*model.model_.parameters(), *model.model_.buffers()]
+    assert all(tensor.dtype == torch.float64 for tensor in tensors if tensor.is_floating_point())
+    step, wide = 1e-9, 1e-4
+    slope = (score(wide) - score(-wide)) / (2 * wide)
+    assert np.all(np.abs(slope) > 1e-3)
+    np.testing.assert_allclose((score(step) - score(0.0)) / step, slope, rtol=1e-2)
 
 
 # ---------------------------------------------------------------------- #
