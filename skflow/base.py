@@ -644,6 +644,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             optimizer_state=getattr(self, "_optimizer_state", None),
         )
         epochs_before = len(self.history_)
+        if fresh:
+            # Positions in X of the rows the engine held out (None without a
+            # split): FlowClassifier fits its temperature on them.
+            self._validation_index = result.validation_index
         self.model_ = model
         self.device_ = device
         self.is_main_process_ = accelerator is None or bool(accelerator.is_main_process)

@@ -482,6 +482,9 @@ class DuplicateAwareSplit:
         groups = duplicate_groups(_rows_of(dataset))
         splitter = GroupShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
         train_index, valid_index = next(splitter.split(groups, groups=groups))
+        # Kept for TrainingResult.validation_index: callers that calibrate on
+        # the held-out rows (FlowClassifier's temperature) need to know them.
+        self.valid_index_ = np.sort(valid_index)
         return _weighted_side(dataset, train_index), _weighted_side(dataset, valid_index)
 
 
@@ -634,6 +637,10 @@ class TrainingResult:
         The optimiser's state after the last step (AdamW moments, on the
         CPU), to continue training where it stopped (``partial_fit``,
         ``warm_start``).
+    validation_index : ndarray of shape (n_valid,) or None
+        Sorted positions, among the training rows given, of the rows held out
+        for validation (never trained on); None without a validation split
+        and for streams.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -641,6 +648,7 @@ class TrainingResult:
     best_epoch: int = 0
     diverged: bool = False
     optimizer_state: dict | None = None
+    validation_index: np.ndarray | None = None
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
@@ -846,6 +854,7 @@ def train_model(
         if verbose < 2:
             # skorch's per-epoch table (with ANSI colours) only from verbose=2.
             settings["callbacks__print_log"] = None
+    split = _train_split(streaming, use_validation, validation_fraction, random_state)
     net = net_class(
         module=module,
         criterion=_MeanLoss,
@@ -860,7 +869,7 @@ def train_model(
         iterator_train=StreamBatches if streaming else TensorBatches,
         iterator_train__shuffle=True,
         iterator_valid=TensorBatches,
-        train_split=_train_split(streaming, use_validation, validation_fraction, random_state),
+        train_split=split,
         # Early stopping ends an epoch by raising from on_epoch_end, so it goes
         # last: every other callback (the user's too) sees every epoch's end.
         callbacks=sorted(engine_callbacks + user_callbacks, key=lambda item: item[0] == "early_stopping"),
@@ -926,6 +935,7 @@ def train_model(
         best_epoch=best_epoch,
         diverged=diverged,
         optimizer_state=final_optimizer_state,
+        validation_index=getattr(split, "valid_index_", None),
     )
 
 
