@@ -43,13 +43,31 @@ from .nn import MLP
 __all__ = ["FlowClassifier", "FlowRegressor"]
 
 
-def _default_flow() -> FlowEstimator:
-    # Spline couplings: with one target they are a monotone spline whose
-    # knots the context moves, flexible enough for skewed, heteroscedastic
-    # and bimodal conditionals (an affine flow of one target is a Gaussian).
+def _default_regression_flow(n_rows: int) -> FlowEstimator:
+    """FlowRegressor's family when ``flow=None``, for ``n_rows`` training rows.
+
+    Spline couplings: with one target they are a monotone spline whose
+    knots the context moves, flexible enough for skewed, heteroscedastic
+    and bimodal conditionals (an affine flow of one target is a Gaussian).
+    Sized for the small tables regression often has (a few hundred rows):
+    batches of 64 below 1,000 rows, so an epoch of 100 rows is 2 steps
+    rather than 1 and early stopping (patience 30) sees the model move;
+    light weight decay and noise regularisation (0.05 standard deviations)
+    against memorising a small table. ``benchmarks/conditional.py`` measures
+    these defaults on five tables of 100 to 1,500 rows.
+    """
     from .spline import NeuralSplineDensity
 
-    return NeuralSplineDensity(n_layers=4, hidden_dims=(64, 64), random_state=0)
+    return NeuralSplineDensity(
+        n_layers=4,
+        hidden_dims=(64, 64),
+        batch_size=64 if n_rows < 1000 else 256,
+        patience=30,
+        weight_decay=1e-4,
+        noise_std=0.05,
+        dequantize=False,
+        random_state=0,
+    )
 
 
 class _ConditionalFlowEstimator(BaseEstimator):
@@ -65,8 +83,14 @@ class _ConditionalFlowEstimator(BaseEstimator):
         self.context_embedding = context_embedding
 
     # ------------------------------------------------------------------ #
-    def _flow_template(self) -> FlowEstimator:
-        flow = _default_flow() if self.flow is None else clone(self.flow)
+    def _default_flow(self, n_rows: int) -> FlowEstimator:
+        """The family used when ``flow=None`` for ``n_rows`` training rows."""
+        from .spline import NeuralSplineDensity
+
+        return NeuralSplineDensity(n_layers=4, hidden_dims=(64, 64), random_state=0)
+
+    def _flow_template(self, n_rows: int) -> FlowEstimator:
+        flow = self._default_flow(n_rows) if self.flow is None else clone(self.flow)
         if not isinstance(flow, FlowEstimator):
             raise TypeError(f"flow must be a skflow density estimator, got {type(flow).__name__}.")
         if "n_context" not in inspect.signature(flow.build_model).parameters:
@@ -97,12 +121,40 @@ class _ConditionalFlowEstimator(BaseEstimator):
         embedding = MLP(n_context, widths[-1], widths[:-1], "tanh") if widths else None
         # _flow_template checked that this family's build_model takes n_context.
         build_model: Any = self.flow_.build_model
-        flow = build_model(n_targets, n_context=self._embedding_width(n_context))
-        return ConditionalFlow(flow, n_targets, n_context, embedding)
+        width = self._embedding_width(n_context)
+        flow = build_model(n_targets, n_context=width)
+        location_scale = None
+        if self._uses_location_scale(flow):
+            # Zero last layer: the step starts as the identity (shift 0, scale 1).
+            hidden = tuple(getattr(self.flow_, "hidden_dims", (64, 64)))
+            activation = getattr(self.flow_, "activation", "relu")
+            location_scale = MLP(width, 2 * n_targets, hidden, activation, zero_init_last=True)
+        return ConditionalFlow(flow, n_targets, n_context, embedding, location_scale)
+
+    def _uses_location_scale(self, flow: FlowModel) -> bool:
+        """Whether the model gets the learned location-scale step (see ``location_scale``)."""
+        # The step's log-det is added to the family's loss, which is only
+        # right when that loss is the negative log-likelihood: the exact
+        # families' and CNF's (plus its penalties), not flow matching's
+        # regression surrogate.
+        from .flows.continuous import CNF
+
+        likelihood_trained = type(flow).loss is FlowModel.loss or isinstance(flow, CNF)
+        # Only the regressor has the hyperparameter: on the classifier's
+        # one-hot context it made log-loss worse (benchmarks/conditional.py).
+        wanted = getattr(self, "location_scale", False)
+        if wanted == "auto":
+            return likelihood_trained
+        if wanted and not likelihood_trained:
+            raise ValueError(
+                f"location_scale=True needs a family trained by maximum likelihood; {type(self.flow_).__name__} "
+                "trains on a surrogate loss. Use location_scale='auto' or False."
+            )
+        return bool(wanted)
 
     def _fit_conditional(self, targets: np.ndarray, context: np.ndarray, sample_weight: np.ndarray | None) -> None:
         """Fit ``p(targets | context)``; both float64 of shape ``(n, k)`` and ``(n, c)``."""
-        self.flow_ = self._flow_template()
+        self.flow_ = self._flow_template(len(targets))
         flow = self.flow_
         device = resolve_device(flow.device)
         self.target_mean_, self.target_scale_ = flow._standardisation_for(targets, sample_weight)
@@ -134,6 +186,7 @@ class _ConditionalFlowEstimator(BaseEstimator):
         self.history_ = result.history
         self.n_iter_ = result.n_epochs
         self.best_epoch_ = result.best_epoch
+        self._validation_index = result.validation_index
 
     def _context_rows(self, context: np.ndarray) -> np.ndarray:
         return (context - self.context_mean_) / self.context_scale_
@@ -196,7 +249,10 @@ class FlowRegressor(RegressorMixin, _ConditionalFlowEstimator):
         ``random_state``, ``device``, ...), used unfitted as a template.
         Any exact family or continuous one; None uses
         ``NeuralSplineDensity(n_layers=4, hidden_dims=(64, 64),
-        random_state=0)``. An affine family (RealNVP, MAF, Glow) on a single
+        batch_size=64 if n_samples < 1000 else 256, patience=30,
+        weight_decay=1e-4, noise_std=0.05, dequantize=False,
+        random_state=0)``: sized for small tables (see the user guide's
+        benchmark). An affine family (RealNVP, MAF, Glow) on a single
         target gives a Gaussian with mean and spread depending on ``x``
         (plus, with ``n_base_components > 1``, a mixture whose weights
         depend on ``x``); splines and continuous flows are not so limited.
@@ -204,6 +260,17 @@ class FlowRegressor(RegressorMixin, _ConditionalFlowEstimator):
         Widths of a tanh MLP trained with the flow that maps the
         standardised ``x`` to what the conditioners see (the last width is
         the embedding's). None feeds the standardised ``x`` directly.
+    location_scale : {"auto"} or bool, default="auto"
+        Put a learned heteroscedastic location-scale step in front of the
+        flow: ``u = (y - m(x)) / s(x)``, with ``m`` and ``log s`` from a
+        network of the (embedded) context whose last layer starts at zero,
+        and the flow models ``u`` given ``x``. Since the families start as
+        the identity, the model starts as a Gaussian and trains as a
+        heteroscedastic Gaussian plus what the flow's layers add to it,
+        which small tables support much better. ``"auto"`` uses it with
+        every family trained by maximum likelihood (the exact families and
+        CNF) and not with flow matching, whose surrogate loss cannot carry
+        the step's log-det (True raises there).
     n_predict_samples : int, default=500
         Draws per row behind :meth:`predict`, :meth:`predict_quantiles` and
         :meth:`predict_interval` (Monte Carlo; drawn with a fixed seed, so
@@ -260,6 +327,7 @@ class FlowRegressor(RegressorMixin, _ConditionalFlowEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         **_ConditionalFlowEstimator._parameter_constraints,
+        "location_scale": [StrOptions({"auto"}), "boolean"],
         "n_predict_samples": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -268,10 +336,15 @@ class FlowRegressor(RegressorMixin, _ConditionalFlowEstimator):
         *,
         flow: FlowEstimator | None = None,
         context_embedding: tuple | None = None,
+        location_scale: str | bool = "auto",
         n_predict_samples: int = 500,
     ) -> None:
         super().__init__(flow=flow, context_embedding=context_embedding)
+        self.location_scale = location_scale
         self.n_predict_samples = n_predict_samples
+
+    def _default_flow(self, n_rows: int) -> FlowEstimator:
+        return _default_regression_flow(n_rows)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FlowRegressor:
@@ -455,7 +528,8 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
     """Generative classification with class-conditional flow densities and Bayes' rule.
 
     Learns ``p(x | class)`` with a flow family and predicts
-    ``P(class | x) = pi_k p(x | k) / sum_j pi_j p(x | j)``. The same model
+    ``P(class | x) = pi_k p(x | k) / sum_j pi_j p(x | j)`` (with the
+    likelihoods tempered by a fitted ``T``, see ``calibration``). The same model
     gives ``log p(x) = log sum_k pi_k p(x | k)`` (:meth:`score_samples`),
     which flags inputs that belong to no class.
 
@@ -475,11 +549,29 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
         the one-hot class (see :class:`FlowRegressor`).
     priors : array-like of shape (n_classes,) or None, default=None
         Class priors ``pi``; None uses the (weighted) class frequencies.
+    calibration : {"temperature"} or None, default="temperature"
+        ``"temperature"`` tempers the class likelihoods in the posterior,
+        ``P(k | x) ~ pi_k p(x | k)^(1/T)``, with ``T`` fitted after training
+        by minimising the log-loss on the rows the training engine held out
+        for early stopping (``validation_fraction`` of each class; no flow
+        trained on them). Flows fitted to a few hundred rows in tens of
+        dimensions overstate how much more likely a row is under one class
+        than another, and ``T`` (usually above 1) scales that back: the
+        usual post-hoc temperature scaling of a classifier's logits, here
+        of the log-likelihoods, so that the priors keep their meaning. Only
+        ``predict_proba``, ``predict_log_proba`` and ``predict`` use it;
+        ``class_log_likelihood`` and ``score_samples`` stay densities.
+        ``T = 1`` without held-out rows (``validation_fraction=None`` or too
+        few rows). None: plain Bayes' rule.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
     class_prior_ : ndarray of shape (n_classes,)
+    temperature_ : float
+        The fitted ``T`` (1.0 with ``calibration=None``).
+    n_calibration_rows_ : int
+        Number of held-out rows ``T`` was fitted on.
     estimators_ : list of FlowEstimator
         With ``strategy="per_class"``: the fitted flow of each class.
     model_, flow_, history_, n_iter_, best_epoch_, device_
@@ -507,6 +599,7 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
         **_ConditionalFlowEstimator._parameter_constraints,
         "strategy": [StrOptions({"per_class", "conditional"})],
         "priors": ["array-like", None],
+        "calibration": [StrOptions({"temperature"}), None],
     }
 
     def __init__(
@@ -516,10 +609,12 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
         strategy: str = "per_class",
         context_embedding: tuple | None = None,
         priors: Any = None,
+        calibration: str | None = "temperature",
     ) -> None:
         super().__init__(flow=flow, context_embedding=context_embedding)
         self.strategy = strategy
         self.priors = priors
+        self.calibration = calibration
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FlowClassifier:
@@ -558,20 +653,53 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
                 raise ValueError(f"priors must be {n_classes} non-negative numbers summing to 1, got {self.priors!r}.")
             self.class_prior_ = priors
         weighted = sample_weight is not None
+        held_out: list[np.ndarray] = []  # positions in X of rows no flow trained on
         if self.strategy == "per_class":
-            self.flow_ = self._flow_template()
+            self.flow_ = self._flow_template(len(X))
             self.estimators_ = []
             for k in range(n_classes):
-                rows = codes == k
+                rows = np.flatnonzero(codes == k)
                 estimator = clone(self.flow_)
                 if weighted:
                     estimator.fit(X[rows], sample_weight=weights[rows])
                 else:
                     estimator.fit(X[rows])
                 self.estimators_.append(estimator)
+                # A class's held-out rows are unseen by every flow: the
+                # other classes' flows never see any of its rows.
+                if getattr(estimator, "_validation_index", None) is not None:
+                    held_out.append(rows[estimator._validation_index])
         else:
             self._fit_conditional(X, _one_hot(codes, n_classes), weights if weighted else None)
+            if self._validation_index is not None:
+                held_out.append(self._validation_index)
+        self.temperature_ = 1.0
+        self.n_calibration_rows_ = 0
+        if self.calibration == "temperature" and held_out:
+            index = np.concatenate(held_out)
+            self.temperature_ = self._fitted_temperature(X[index], codes[index], weights[index])
+            self.n_calibration_rows_ = len(index)
         return self
+
+    def _fitted_temperature(self, X: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> float:
+        """The ``T`` minimising the weighted log-loss of ``pi_k p(x | k)^(1/T)`` on held-out rows."""
+        from scipy.optimize import minimize_scalar
+
+        log_likelihood = self.class_log_likelihood(X)
+        usable = np.isfinite(log_likelihood).all(axis=1)
+        if not usable.any():
+            return 1.0
+        log_likelihood, codes, weights = log_likelihood[usable], codes[usable], weights[usable]
+        log_prior = np.log(np.maximum(self.class_prior_, np.finfo(float).tiny))
+
+        def log_loss(log_temperature: float) -> float:
+            joint = log_prior + log_likelihood / np.exp(log_temperature)
+            log_posterior = joint - logsumexp(joint, axis=1, keepdims=True)
+            return float(-np.average(log_posterior[np.arange(len(codes)), codes], weights=weights))
+
+        # T from 1/20 (sharpen) to about 1100 (close to the priors alone).
+        result = minimize_scalar(log_loss, bounds=(-3.0, 7.0), method="bounded", options={"xatol": 1e-4})
+        return float(np.exp(result.x))
 
     def class_log_likelihood(self, X: Any) -> np.ndarray:
         """``log p(x | k)`` of each row under each class, in ``X``'s units.
@@ -593,12 +721,13 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
             [self._log_prob(X, np.repeat(_one_hot(np.array([k]), n_classes), len(X), axis=0)) for k in range(n_classes)]
         )
 
-    def _joint_log_likelihood(self, X: Any) -> np.ndarray:
+    def _joint_log_likelihood(self, X: Any, temperature: float = 1.0) -> np.ndarray:
+        """``log pi_k + log p(x | k) / temperature``, shape ``(n_samples, n_classes)``."""
         with np.errstate(divide="ignore"):
-            return self.class_log_likelihood(X) + np.log(self.class_prior_)
+            return self.class_log_likelihood(X) / temperature + np.log(self.class_prior_)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log posterior class probabilities by Bayes' rule.
+        """Log posterior class probabilities by Bayes' rule, likelihoods tempered by ``temperature_``.
 
         Parameters
         ----------
@@ -609,7 +738,8 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
         log_proba : ndarray of shape (n_samples, n_classes)
             Rows no class can score (all ``-inf``) get uniform probabilities.
         """
-        joint = self._joint_log_likelihood(X)
+        check_is_fitted(self)
+        joint = self._joint_log_likelihood(X, self.temperature_)
         dead = ~np.isfinite(joint).any(axis=1)
         joint[dead] = 0.0
         joint = np.where(np.isnan(joint), -np.inf, joint)

@@ -171,7 +171,7 @@ def test_every_registered_family_is_conditioned_here_or_refused():
             assert family in tested, f"{family.__name__} takes a context: add it to CONDITIONAL_FAMILIES"
         else:
             with pytest.raises(ValueError, match="cannot be conditioned"):
-                FlowRegressor(flow=family())._flow_template()
+                FlowRegressor(flow=family())._flow_template(100)
 
 
 def test_families_without_context_are_refused():
@@ -219,6 +219,53 @@ def test_zero_weights_equal_dropping_rows_in_the_regressor():
     zeroed = FlowRegressor(flow=flow).fit(X, y, sample_weight=weights)
     dropped = FlowRegressor(flow=flow).fit(X[30:], y[30:], sample_weight=weights[30:])
     np.testing.assert_array_equal(zeroed.score_samples(X, y), dropped.score_samples(X, y))
+
+
+def test_location_scale_step_is_a_heteroscedastic_gaussian_change_of_variables():
+    # With the family's layers at their identity start and a standard normal
+    # base, log p(y | c) must be the closed-form N(y; m(c), s(c)^2) of the
+    # step's shift and log-scale, and decode must invert encode.
+    from skflow.flows.conditional import ConditionalFlow
+    from skflow.nn import MLP
+
+    torch.manual_seed(0)
+    # No ActNorm: its data-dependent initialisation is not an identity start.
+    family = NeuralSplineDensity(n_layers=2, n_bins=4, hidden_dims=(8,), actnorm=False).build_model(2, n_context=3)
+    step = MLP(3, 4, (8,), "tanh", zero_init_last=True)
+    model = ConditionalFlow(family, 2, 3, location_scale=step).double()
+    rows = torch.randn(50, 5, dtype=torch.float64)
+    with torch.no_grad():
+        # Zero last layer: the step starts as the identity, the model as N(0, I).
+        np.testing.assert_allclose(
+            model.log_prob(rows).numpy(), norm.logpdf(rows[:, :2].numpy()).sum(axis=1), rtol=1e-12
+        )
+        torch.nn.init.normal_(step[-1].weight)
+        torch.nn.init.normal_(step[-1].bias)
+        shift, log_scale = step(rows[:, 2:]).split(2, dim=1)
+        expected = norm.logpdf(rows[:, :2].numpy(), shift.numpy(), np.exp(log_scale.numpy())).sum(axis=1)
+        np.testing.assert_allclose(model.log_prob(rows).numpy(), expected, rtol=1e-10)
+        latent = model.encode(rows)
+        np.testing.assert_allclose(model.decode(latent, rows[:, 2:]).numpy(), rows[:, :2].numpy(), atol=1e-10)
+        # Draws given one context follow N(m, s^2): mean and sd within 5 standard errors.
+        context = rows[:1, 2:].repeat(20000, 1)
+        draws = model.sample_given(context, torch.Generator().manual_seed(0)).numpy()
+        sd = np.exp(log_scale[0].numpy())
+        assert np.all(np.abs(draws.mean(axis=0) - shift[0].numpy()) < 5 * sd / np.sqrt(20000))
+        assert np.all(np.abs(draws.std(axis=0) / sd - 1) < 5 / np.sqrt(2 * 20000))
+
+
+def test_location_scale_is_used_where_the_loss_is_a_likelihood():
+    X, y, _, _ = heteroscedastic(60)
+    spline = FlowRegressor(flow=CONDITIONAL_FAMILIES["spline_coupling"]).fit(X, y)
+    assert spline.model_.location_scale is not None
+    plain = FlowRegressor(flow=CONDITIONAL_FAMILIES["spline_coupling"], location_scale=False).fit(X, y)
+    assert plain.model_.location_scale is None
+    # Flow matching trains on a regression surrogate, to which the step's
+    # log-det cannot be added: "auto" leaves it out, True is refused.
+    matching = FlowRegressor(flow=CONDITIONAL_FAMILIES["flow_matching"]).fit(X, y)
+    assert matching.model_.location_scale is None
+    with pytest.raises(ValueError, match="maximum likelihood"):
+        FlowRegressor(flow=CONDITIONAL_FAMILIES["flow_matching"], location_scale=True).fit(X, y)
 
 
 @pytest.mark.parametrize("estimator", ["regressor", "classifier"])
@@ -271,8 +318,12 @@ def test_classifier_is_bayes_rule_over_its_class_densities(strategy):
     classifier = FlowClassifier(flow=flow, strategy=strategy).fit(X, y)
     np.testing.assert_allclose(classifier.class_prior_, [np.mean(y == k) for k in "abc"])
     log_likelihood = classifier.class_log_likelihood(X[:20])
+    # Posterior: likelihoods tempered by the fitted T; log p(x): untempered.
+    tempered = log_likelihood / classifier.temperature_ + np.log(classifier.class_prior_)
+    np.testing.assert_allclose(
+        classifier.predict_proba(X[:20]), np.exp(tempered - logsumexp(tempered, axis=1)[:, None])
+    )
     joint = log_likelihood + np.log(classifier.class_prior_)
-    np.testing.assert_allclose(classifier.predict_proba(X[:20]), np.exp(joint - logsumexp(joint, axis=1)[:, None]))
     np.testing.assert_allclose(classifier.score_samples(X[:20]), logsumexp(joint, axis=1))
     assert classifier.score(X, y) > 0.9
     # Each class density is normalised: integrate over a 2-D grid.
@@ -283,6 +334,52 @@ def test_classifier_is_bayes_rule_over_its_class_densities(strategy):
     np.testing.assert_allclose(masses, 1.0, atol=0.03)
     # A point far from every class has a lower mixture density than any training row.
     assert classifier.score_samples([[12.0, -12.0]])[0] < classifier.score_samples(X).min()
+
+
+@pytest.mark.parametrize("strategy", ["per_class", "conditional"])
+def test_temperature_minimises_the_log_loss_of_rows_no_flow_trained_on(strategy):
+    X, y = _blobs(240)
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=15, random_state=0, validation_fraction=0.25)
+    classifier = FlowClassifier(flow=flow, strategy=strategy).fit(X, y)
+    plain = FlowClassifier(flow=flow, strategy=strategy, calibration=None).fit(X, y)
+    assert plain.temperature_ == 1.0
+    # Same flows either way: calibration only changes the posterior.
+    np.testing.assert_array_equal(classifier.class_log_likelihood(X), plain.class_log_likelihood(X))
+    # The held-out rows: each class's (or the shared flow's) validation split.
+    codes = np.searchsorted(classifier.classes_, y)
+    if strategy == "per_class":
+        held = np.concatenate(
+            [np.flatnonzero(codes == k)[e._validation_index] for k, e in enumerate(classifier.estimators_)]
+        )
+    else:
+        held = classifier._validation_index
+    assert classifier.n_calibration_rows_ == len(held) > 0.2 * len(X)
+    # Brute force over a fine grid of T: the fitted T is the grid's best to
+    # within the grid's resolution (the loss is flat near its minimum).
+    log_likelihood = classifier.class_log_likelihood(X[held])
+    grid = np.exp(np.linspace(-3, 7, 4001))
+
+    def held_out_log_loss(temperature: float) -> float:
+        joint = log_likelihood / temperature + np.log(classifier.class_prior_)
+        return -np.mean((joint - logsumexp(joint, axis=1, keepdims=True))[np.arange(len(held)), codes[held]])
+
+    losses = np.array([held_out_log_loss(t) for t in grid])
+    assert held_out_log_loss(classifier.temperature_) <= losses.min() + 1e-6
+    assert held_out_log_loss(classifier.temperature_) <= held_out_log_loss(1.0)
+
+
+def test_the_engine_reports_the_rows_it_validated_on():
+    # The reported held-out rows are those behind the recorded validation
+    # loss: their mean NLL under the restored (best-epoch) model equals it.
+    X, _ = _blobs(200)
+    estimator = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=5, random_state=0, dtype="float64")
+    estimator.fit(X)
+    held = estimator._validation_index
+    assert len(held) == 20 and len(np.unique(held)) == 20
+    best = estimator.history_[estimator.best_epoch_ - 1]["valid_loss"]
+    assert -estimator.score_samples(X[held]).mean() - np.log(estimator.scale_).sum() == pytest.approx(best, rel=1e-9)
+    others = np.setdiff1d(np.arange(200), held)[:20]
+    assert -estimator.score_samples(X[others]).mean() - np.log(estimator.scale_).sum() != pytest.approx(best, rel=1e-3)
 
 
 def test_classifier_priors_and_weights():

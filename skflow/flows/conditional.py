@@ -9,6 +9,15 @@ the family's model with that as ``context``. Sampling needs a context per
 draw, so it is :meth:`ConditionalFlow.sample_given` rather than the
 protocol's unconditional ``sample``.
 
+An optional location-scale step comes first: ``u = (y - m(c)) / s(c)``
+with ``m`` and ``log s`` from a network of the context whose last layer
+starts at zero, so ``log p(y | c) = log p_flow(u | c) - sum(log s(c))``.
+With a family that starts as the identity (splines, couplings) the model
+starts as a Gaussian and trains as a heteroscedastic Gaussian plus what
+the flow adds on top: the shape beyond a location and a spread is all the
+flow has to learn, which small tables support far better than learning
+the conditional mean and spread through the flow's layers as well.
+
 Nothing here imports scikit-learn.
 """
 
@@ -38,14 +47,28 @@ class ConditionalFlow(FlowModel):
     embedding : nn.Module or None, default=None
         Maps the raw context ``(n, c)`` to what the flow sees; trained with
         the flow. None passes the context unchanged.
+    location_scale : nn.Module or None, default=None
+        Maps the embedded context ``(n, w)`` to ``(n, 2k)``: a shift ``m``
+        and a log-scale ``log s`` of the targets, applied before the flow
+        (``u = (y - m) / s``); trained with the flow. Its loss must be the
+        negative log-likelihood (an exact family's), since the log-det of
+        this step is added to it. None leaves the targets as they are.
     """
 
-    def __init__(self, flow: FlowModel, n_targets: int, n_context: int, embedding: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        flow: FlowModel,
+        n_targets: int,
+        n_context: int,
+        embedding: nn.Module | None = None,
+        location_scale: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.n_targets = int(n_targets)
         self.n_context = int(n_context)
         self.embedding = embedding
+        self.location_scale = location_scale
 
     def _split(self, rows: Tensor) -> tuple[Tensor, Tensor]:
         if rows.dim() != 2 or rows.shape[1] != self.n_targets + self.n_context:
@@ -60,31 +83,52 @@ class ConditionalFlow(FlowModel):
         """The context the flow sees, shape ``(n, embedded width)``, from the raw ``(n, c)``."""
         return context if self.embedding is None else self.embedding(context)
 
+    def _shift_log_scale(self, embedded: Tensor) -> tuple[Tensor, Tensor]:
+        """Shift and log-scale of the targets, each ``(n, k)``; zeros without a location-scale step."""
+        if self.location_scale is None:
+            zeros = embedded.new_zeros(len(embedded), self.n_targets)
+            return zeros, zeros
+        shift, log_scale = self.location_scale(embedded).split(self.n_targets, dim=1)
+        return shift, log_scale
+
+    def _standardised_targets(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``u = (y - m) / s``, the embedded context and ``sum(log s)`` per row."""
+        targets, embedded = self._split(rows)
+        if self.location_scale is None:
+            return targets, embedded, targets.new_zeros(len(targets))
+        shift, log_scale = self._shift_log_scale(embedded)
+        return (targets - shift) * torch.exp(-log_scale), embedded, log_scale.sum(dim=1)
+
     def log_prob(self, rows: Tensor, context: Tensor | None = None) -> Tensor:
         """``log p(y | c)`` per row, shape ``(n,)``, of joint rows ``(n, k + c)``."""
-        targets, embedded = self._split(rows)
-        return self.flow.log_prob(targets, embedded)
+        residual, embedded, log_scale = self._standardised_targets(rows)
+        return self.flow.log_prob(residual, embedded) - log_scale
 
     def loss(self, rows: Tensor, context: Tensor | None = None) -> Tensor:
         """The family's training loss of ``y`` given ``c``, shape ``(n,)``."""
-        targets, embedded = self._split(rows)
-        return self.flow.loss(targets, embedded)
+        residual, embedded, log_scale = self._standardised_targets(rows)
+        return self.flow.loss(residual, embedded) + log_scale
 
     def validation_log_prob(self, rows: Tensor, context: Tensor | None = None) -> Tensor:
         """The family's held-out score of ``y`` given ``c``, shape ``(n,)``."""
-        targets, embedded = self._split(rows)
-        return self.flow.validation_log_prob(targets, embedded)
+        residual, embedded, log_scale = self._standardised_targets(rows)
+        return self.flow.validation_log_prob(residual, embedded) - log_scale
 
     def encode(self, rows: Tensor, context: Tensor | None = None) -> Tensor:
         """Latent code of ``y`` given ``c``, shape ``(n, k)``."""
-        targets, embedded = self._split(rows)
-        return self.flow.encode(targets, embedded)
+        residual, embedded, _ = self._standardised_targets(rows)
+        return self.flow.encode(residual, embedded)
+
+    def _unstandardise(self, residual: Tensor, embedded: Tensor) -> Tensor:
+        shift, log_scale = self._shift_log_scale(embedded)
+        return shift + residual * torch.exp(log_scale)
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Targets ``(n, k)`` from latent codes ``z`` ``(n, k)`` given raw contexts ``(n, c)``."""
         if context is None:
             raise ValueError("ConditionalFlow.decode needs the raw context of every row.")
-        return self.flow.decode(z, self.embed(context))
+        embedded = self.embed(context)
+        return self._unstandardise(self.flow.decode(z, embedded), embedded)
 
     def sample(self, n_samples: int, generator: torch.Generator | None = None, context: Tensor | None = None) -> Tensor:
         """Targets drawn given raw contexts ``(n_samples, c)``, one draw per context row."""
@@ -94,4 +138,5 @@ class ConditionalFlow(FlowModel):
 
     def sample_given(self, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One draw of ``y`` per row of the raw context ``(n, c)``; shape ``(n, k)``."""
-        return self.flow.sample(len(context), generator, self.embed(context))
+        embedded = self.embed(context)
+        return self._unstandardise(self.flow.sample(len(context), generator, embedded), embedded)
