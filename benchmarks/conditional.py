@@ -1,19 +1,22 @@
 """Conditional flows against classical probabilistic regressors and generative classifiers.
 
-One run, side by side, one random 75/25 split per table (seed ``--seed``):
+One run, side by side, over ``--seeds`` random 75/25 splits per table (split
+seeds ``--seed``, ``--seed + 1``, ...); the tables report mean +- standard
+deviation over the splits, the JSON every split:
 
 (a) Conditional density ``p(y | x)`` on the tables of ``../shared/data/regression``
     (mcycle: accel | times; faithful: eruptions | waiting; geyser: duration |
     waiting; diamonds: log price | the rest, a subsample) and sklearn's diabetes.
     Held-out mean log p(y | x) (nats, y standardised by the training spread so
-    tables are comparable) for FlowRegressor, a Gaussian process regressor's
-    predictive density (RBF + white noise; tables up to 1,000 training rows),
-    a heteroscedastic Gaussian (gradient-boosted mean, and a gradient-boosted
-    log-variance fitted to cross-fitted squared residuals) and NGBoost when it
-    is importable (it pins scikit-learn < 1.7, so it is not installed with
-    skflow: run it from its own environment; here it is skipped with a
-    message). 90% interval coverage of the flow and of quantile gradient
-    boosting.
+    tables are comparable) for ``FlowRegressor()`` with its defaults, a Gaussian
+    process regressor's predictive density (RBF + white noise; tables up to
+    1,000 training rows), a heteroscedastic Gaussian (gradient-boosted mean, and
+    a gradient-boosted log-variance fitted to cross-fitted squared residuals) and
+    NGBoost's Normal regressor. NGBoost pins scikit-learn < 1.7, so it runs in
+    its own environment as a subprocess on the same splits (arrays passed as
+    ``.npy`` files, ``benchmarks/_ngboost_worker.py``); without that environment
+    its column is skipped with a message. 90% interval coverage of the flow and
+    of quantile gradient boosting.
 (b) Classification on sklearn's digits and breast cancer: accuracy, log-loss,
     and out-of-distribution ROC-AUC (test rows against the same rows with every
     column permuted independently, scored by log p(x)) for FlowClassifier
@@ -22,15 +25,20 @@ One run, side by side, one random 75/25 split per table (seed ``--seed``):
 
 Writes ``benchmarks/results/conditional.json`` and ``conditional.md``.
 
-    nice -n 5 python benchmarks/conditional.py            # about 12 minutes on 2 busy cores
-    nice -n 5 python benchmarks/conditional.py --quick    # smoke run
+    nice -n 5 python benchmarks/conditional.py                # 3 splits
+    nice -n 5 python benchmarks/conditional.py --quick --seeds 1   # smoke run
+    python -m venv /work/scratch/ngb && /work/scratch/ngb/bin/pip install ngboost numpy pandas
+    nice -n 5 python benchmarks/conditional.py --ngboost-python /work/scratch/ngb/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,12 +61,17 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skflow import FlowClassifier, FlowRegressor, NeuralSplineDensity, RealNVPDensity
+from skflow import FlowClassifier, FlowRegressor, RealNVPDensity
+from skflow.conditional import _default_regression_flow
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "regression"
 if not DATA.is_dir():  # a worktree under wt/: the shared data sit beside the main checkout
     DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "regression"
 RESULTS = Path(__file__).resolve().parent / "results"
+NGBOOST_WORKER = Path(__file__).resolve().parent / "_ngboost_worker.py"
+# Where benchmarks/README.md creates NGBoost's environment; --ngboost-python
+# or SKFLOW_NGBOOST_PYTHON point elsewhere.
+DEFAULT_NGBOOST_PYTHON = os.environ.get("SKFLOW_NGBOOST_PYTHON", "/work/scratch/ngb/bin/python")
 
 
 def regression_tables(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -84,19 +97,10 @@ def regression_tables(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def flow_regressor(quick: bool, n_rows: int) -> FlowRegressor:
-    flow = NeuralSplineDensity(
-        n_layers=4,
-        hidden_dims=(64, 64),
-        n_bins=8,
-        max_epochs=30 if quick else 200,
-        patience=30,
-        batch_size=64 if n_rows < 1000 else 256,
-        weight_decay=1e-4,
-        noise_std=0.05,  # noise regularisation: small tables with repeated values
-        random_state=0,
-        dequantize=False,
-    )
-    return FlowRegressor(flow=flow, n_predict_samples=500)
+    """``FlowRegressor()`` as a user gets it; a smoke run only cuts the epochs of its default flow."""
+    if not quick:
+        return FlowRegressor()
+    return FlowRegressor(flow=_default_regression_flow(n_rows).set_params(max_epochs=30))
 
 
 def heteroscedastic_gaussian(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -112,50 +116,59 @@ def heteroscedastic_gaussian(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y
     return float(norm.logpdf(y_test, mean_model.predict(X_test), np.sqrt(variance)).mean())
 
 
-def run_regression(quick: bool, seed: int) -> list[dict]:
+def ngboost_log_likelihood(python: str, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out mean log p(y | x) of NGBoost (Normal), fitted by ``python`` in its own environment."""
+    with tempfile.TemporaryDirectory(prefix="skflow_ngboost_") as folder:
+        for name, array in {"X_train": X, "y_train": y, "X_test": X_test, "y_test": y_test}.items():
+            np.save(Path(folder) / f"{name}.npy", array)
+        subprocess.run([python, str(NGBOOST_WORKER), folder], check=True)
+        return float(json.loads((Path(folder) / "ngboost.json").read_text())["mean_log_density"])
+
+
+def run_regression(quick: bool, seeds: list[int], ngboost_python: str | None) -> list[dict]:
     rows = []
-    try:
-        import ngboost  # noqa: F401
-
-        have_ngboost = True
-    except ImportError:
-        have_ngboost = False
-        print("NGBoost is not importable here (it pins scikit-learn < 1.7): its column is skipped.")
-    for name, (X, y) in regression_tables(quick).items():
-        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=seed)
-        scaler = StandardScaler().fit(X_train)
-        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-        # y standardised by the training spread: nats comparable across tables.
-        centre, spread = y_train.mean(), y_train.std()
-        y_train, y_test = (y_train - centre) / spread, (y_test - centre) / spread
-        row: dict = {"table": name, "n_train": len(y_train), "n_features": X.shape[1]}
-        start = time.perf_counter()
-        regressor = flow_regressor(quick, len(y_train)).fit(X_train, y_train)
-        row["flow"] = regressor.score(X_test, y_test)
-        interval = regressor.predict_interval(X_test, alpha=0.1)
-        row["flow_coverage90"] = float(np.mean((interval[:, 0] <= y_test) & (y_test <= interval[:, 1])))
-        row["flow_seconds"] = time.perf_counter() - start
-        if len(y_train) <= 1000:
-            kernel = ConstantKernel() * RBF(np.ones(X.shape[1])) + WhiteKernel()
-            gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=0).fit(X_train, y_train)
-            mean, sd = gp.predict(X_test, return_std=True)
-            row["gp"] = float(norm.logpdf(y_test, mean, sd).mean())
-        else:
-            row["gp"] = None
-        row["hetero_gaussian"] = heteroscedastic_gaussian(X_train, y_train, X_test, y_test)
-        row["ngboost"] = None
-        if have_ngboost:
-            from ngboost import NGBRegressor
-
-            ngb = NGBRegressor(random_state=0, verbose=False).fit(X_train, y_train)
-            row["ngboost"] = float(ngb.pred_dist(X_test).logpdf(y_test).mean())
-        lower = GradientBoostingRegressor(loss="quantile", alpha=0.05, random_state=0).fit(X_train, y_train)
-        upper = GradientBoostingRegressor(loss="quantile", alpha=0.95, random_state=0).fit(X_train, y_train)
-        row["quantile_gb_coverage90"] = float(
-            np.mean((lower.predict(X_test) <= y_test) & (y_test <= upper.predict(X_test)))
+    if ngboost_python is None or not Path(ngboost_python).exists():
+        print(
+            f"NGBoost's environment is not at {ngboost_python!r} (see benchmarks/README.md; NGBoost pins "
+            "scikit-learn < 1.7, so it is not installed beside skflow): its column is skipped."
         )
-        rows.append(row)
-        print(row, flush=True)
+        ngboost_python = None
+    for name, (X, y) in regression_tables(quick).items():
+        for seed in seeds:
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=seed)
+            scaler = StandardScaler().fit(X_train)
+            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+            # y standardised by the training spread: nats comparable across tables.
+            centre, spread = y_train.mean(), y_train.std()
+            y_train, y_test = (y_train - centre) / spread, (y_test - centre) / spread
+            row: dict = {"table": name, "seed": seed, "n_train": len(y_train), "n_features": X.shape[1]}
+            start = time.perf_counter()
+            regressor = flow_regressor(quick, len(y_train)).fit(X_train, y_train)
+            row["flow"] = regressor.score(X_test, y_test)
+            interval = regressor.predict_interval(X_test, alpha=0.1)
+            row["flow_coverage90"] = float(np.mean((interval[:, 0] <= y_test) & (y_test <= interval[:, 1])))
+            row["flow_seconds"] = time.perf_counter() - start
+            row["flow_best_epoch"] = regressor.best_epoch_
+            if len(y_train) <= 1000:
+                kernel = ConstantKernel() * RBF(np.ones(X.shape[1])) + WhiteKernel()
+                gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=0).fit(X_train, y_train)
+                mean, sd = gp.predict(X_test, return_std=True)
+                row["gp"] = float(norm.logpdf(y_test, mean, sd).mean())
+            else:
+                row["gp"] = None
+            row["hetero_gaussian"] = heteroscedastic_gaussian(X_train, y_train, X_test, y_test)
+            row["ngboost"] = (
+                None
+                if ngboost_python is None
+                else ngboost_log_likelihood(ngboost_python, X_train, y_train, X_test, y_test)
+            )
+            lower = GradientBoostingRegressor(loss="quantile", alpha=0.05, random_state=0).fit(X_train, y_train)
+            upper = GradientBoostingRegressor(loss="quantile", alpha=0.95, random_state=0).fit(X_train, y_train)
+            row["quantile_gb_coverage90"] = float(
+                np.mean((lower.predict(X_test) <= y_test) & (y_test <= upper.predict(X_test)))
+            )
+            rows.append(row)
+            print(row, flush=True)
     return rows
 
 
@@ -168,79 +181,105 @@ def _gmm_log_joint(models: list, priors: np.ndarray, X: np.ndarray) -> np.ndarra
     return np.column_stack([model.score_samples(X) for model in models]) + np.log(priors)
 
 
-def run_classification(quick: bool, seed: int) -> list[dict]:
+def run_classification(quick: bool, seeds: list[int]) -> list[dict]:
     rows = []
     for name, loader in {"breast_cancer": load_breast_cancer, "digits": load_digits}.items():
         data = loader()
-        X_train, X_test, y_train, y_test = train_test_split(
-            data.data, data.target, test_size=0.25, random_state=seed, stratify=data.target
-        )
-        if name == "breast_cancer":  # continuous columns on wildly different scales
-            scaler = StandardScaler().fit(X_train)
-            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-        outliers = _permuted(X_test, seed)
-        is_outlier = np.r_[np.zeros(len(X_test)), np.ones(len(outliers))]
-        classes = np.unique(y_train)
-        priors = np.array([np.mean(y_train == k) for k in classes])
-        contenders: dict = {}
-        for strategy in ("per_class", "conditional"):
-            flow = RealNVPDensity(
-                n_layers=4,
-                hidden_dims=(64, 64),
-                max_epochs=10 if quick else 60,
-                patience=15,
-                weight_decay=1e-4,
-                noise_std=0.1,
-                random_state=0,
+        for seed in seeds:
+            X_train, X_test, y_train, y_test = train_test_split(
+                data.data, data.target, test_size=0.25, random_state=seed, stratify=data.target
             )
-            start = time.perf_counter()
-            model = FlowClassifier(flow=flow, strategy=strategy).fit(X_train, y_train)
-            contenders[f"flow_{strategy}"] = (
-                model.predict_proba(X_test),
-                model.score_samples(np.vstack([X_test, outliers])),
-                time.perf_counter() - start,
+            if name == "breast_cancer":  # continuous columns on wildly different scales
+                scaler = StandardScaler().fit(X_train)
+                X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+            outliers = _permuted(X_test, seed)
+            is_outlier = np.r_[np.zeros(len(X_test)), np.ones(len(outliers))]
+            classes = np.unique(y_train)
+            priors = np.array([np.mean(y_train == k) for k in classes])
+            contenders: dict = {}
+            temperatures: dict = {}
+            for strategy in ("per_class", "conditional"):
+                flow = RealNVPDensity(
+                    n_layers=4,
+                    hidden_dims=(64, 64),
+                    max_epochs=10 if quick else 60,
+                    patience=15,
+                    weight_decay=1e-4,
+                    noise_std=0.1,
+                    random_state=0,
+                )
+                start = time.perf_counter()
+                model = FlowClassifier(flow=flow, strategy=strategy).fit(X_train, y_train)
+                seconds = time.perf_counter() - start
+                log_density = model.score_samples(np.vstack([X_test, outliers]))
+                contenders[f"flow_{strategy}"] = (model.predict_proba(X_test), log_density, seconds)
+                # The same flows without the fitted temperature (plain Bayes' rule, T = 1).
+                joint = model._joint_log_likelihood(X_test)
+                contenders[f"flow_{strategy}_T1"] = (
+                    np.exp(joint - logsumexp(joint, axis=1, keepdims=True)),
+                    log_density,
+                    None,
+                )
+                temperatures[strategy] = model.temperature_
+            qda = QuadraticDiscriminantAnalysis(reg_param=0.1).fit(X_train, y_train)
+            contenders["qda"] = (qda.predict_proba(X_test), None, None)
+            nb = GaussianNB().fit(X_train, y_train)
+            joint = nb.predict_joint_log_proba(np.vstack([X_test, outliers]))
+            contenders["gaussian_nb"] = (nb.predict_proba(X_test), logsumexp(joint, axis=1), None)
+            gmms = [
+                GaussianMixture(3, covariance_type="full", reg_covar=1e-2, random_state=0).fit(X_train[y_train == k])
+                for k in classes
+            ]
+            joint = _gmm_log_joint(gmms, priors, X_test)
+            contenders["gmm_per_class"] = (
+                np.exp(joint - logsumexp(joint, axis=1, keepdims=True)),
+                logsumexp(_gmm_log_joint(gmms, priors, np.vstack([X_test, outliers])), axis=1),
+                None,
             )
-        qda = QuadraticDiscriminantAnalysis(reg_param=0.1).fit(X_train, y_train)
-        contenders["qda"] = (qda.predict_proba(X_test), None, None)
-        nb = GaussianNB().fit(X_train, y_train)
-        joint = nb.predict_joint_log_proba(np.vstack([X_test, outliers]))
-        contenders["gaussian_nb"] = (nb.predict_proba(X_test), logsumexp(joint, axis=1), None)
-        gmms = [
-            GaussianMixture(3, covariance_type="full", reg_covar=1e-2, random_state=0).fit(X_train[y_train == k])
-            for k in classes
-        ]
-        joint = _gmm_log_joint(gmms, priors, X_test)
-        contenders["gmm_per_class"] = (
-            np.exp(joint - logsumexp(joint, axis=1, keepdims=True)),
-            logsumexp(_gmm_log_joint(gmms, priors, np.vstack([X_test, outliers])), axis=1),
-            None,
-        )
-        logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_train, y_train)
-        contenders["logistic"] = (logistic.predict_proba(X_test), None, None)
-        for contender, (proba, log_density, seconds) in contenders.items():
-            proba = np.clip(proba, 1e-15, 1.0)
-            row = {
-                "table": name,
-                "model": contender,
-                "accuracy": float(accuracy_score(y_test, classes[np.argmax(proba, axis=1)])),
-                "log_loss": float(log_loss(y_test, proba / proba.sum(axis=1, keepdims=True), labels=classes)),
-                "ood_roc_auc": None
-                if log_density is None
-                else float(roc_auc_score(is_outlier, -np.nan_to_num(log_density, neginf=-1e300))),
-                "seconds": seconds,
-            }
-            rows.append(row)
-            print(row, flush=True)
+            logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_train, y_train)
+            contenders["logistic"] = (logistic.predict_proba(X_test), None, None)
+            for contender, (proba, log_density, seconds) in contenders.items():
+                proba = np.clip(proba, 1e-15, 1.0)
+                row = {
+                    "table": name,
+                    "seed": seed,
+                    "model": contender,
+                    "accuracy": float(accuracy_score(y_test, classes[np.argmax(proba, axis=1)])),
+                    "log_loss": float(log_loss(y_test, proba / proba.sum(axis=1, keepdims=True), labels=classes)),
+                    "ood_roc_auc": None
+                    if log_density is None
+                    else float(roc_auc_score(is_outlier, -np.nan_to_num(log_density, neginf=-1e300))),
+                    "seconds": seconds,
+                    "temperature": temperatures.get(contender.removeprefix("flow_")),
+                }
+                rows.append(row)
+                print(row, flush=True)
     return rows
 
 
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _cell(values: list, digits: int = 3) -> str:
+    """``mean +- sd`` over the splits (sd with ddof=1), the value alone for one split, n/a when absent."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def markdown(regression: list[dict], classification: list[dict], command: str) -> str:
+def _grouped(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
+    return groups
+
+
+def markdown(regression: list[dict], classification: list[dict], command: str, seeds: list[int]) -> str:
     lines = [
-        f"Command: `{command}`; one 75/25 split (seed in the JSON); shared, noisy 2-core machine.",
+        (
+            f"Command: `{command}`; split seeds {seeds} (75/25 each); mean ± sd over the splits; "
+            "shared, noisy 2-core machine."
+        ),
         "",
         "Held-out mean log p(y | x), nats, y standardised by its training spread (higher is better):",
         "",
@@ -250,12 +289,27 @@ def markdown(regression: list[dict], classification: list[dict], command: str) -
         ),
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in regression:
+    for (table,), group in _grouped(regression, "table").items():
+        column = {key: [row[key] for row in group] for key in group[0]}
         lines.append(
-            f"| {row['table']} | {row['n_train']} | {_cell(row['flow'])} | {_cell(row['gp'])} | "
-            f"{_cell(row['hetero_gaussian'])} | {_cell(row['ngboost'])} | {_cell(row['flow_coverage90'], 2)} | "
-            f"{_cell(row['quantile_gb_coverage90'], 2)} |"
+            f"| {table} | {group[0]['n_train']} | {_cell(column['flow'])} | {_cell(column['gp'])} | "
+            f"{_cell(column['hetero_gaussian'])} | {_cell(column['ngboost'])} | "
+            f"{_cell(column['flow_coverage90'], 2)} | {_cell(column['quantile_gb_coverage90'], 2)} |"
         )
+    if regression:
+        lines += [
+            "",
+            "Per split, the flow's held-out log-likelihood minus the best baseline's (positive: the flow wins):",
+            "",
+        ]
+        lines += ["| table | " + " | ".join(f"seed {seed}" for seed in seeds) + " |"]
+        lines += ["| --- |" + " --- |" * len(seeds)]
+        for (table,), group in _grouped(regression, "table").items():
+            margins = []
+            for row in group:
+                best = max(row[key] for key in ("gp", "hetero_gaussian", "ngboost") if row[key] is not None)
+                margins.append(f"{row['flow'] - best:+.3f}")
+            lines.append(f"| {table} | " + " | ".join(margins) + " |")
     lines += [
         "",
         "Classification (test split); OOD ROC-AUC: test rows against column-permuted copies, by log p(x):",
@@ -263,10 +317,11 @@ def markdown(regression: list[dict], classification: list[dict], command: str) -
         "| table | model | accuracy | log-loss | OOD ROC-AUC |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for row in classification:
+    for (table, model), group in _grouped(classification, "table", "model").items():
+        column = {key: [row[key] for row in group] for key in group[0]}
         lines.append(
-            f"| {row['table']} | {row['model']} | {_cell(row['accuracy'])} | {_cell(row['log_loss'])} | "
-            f"{_cell(row['ood_roc_auc'])} |"
+            f"| {table} | {model} | {_cell(column['accuracy'])} | {_cell(column['log_loss'])} | "
+            f"{_cell(column['ood_roc_auc'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -274,18 +329,25 @@ def markdown(regression: list[dict], classification: list[dict], command: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few epochs, smaller diamonds sample: a smoke run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first split")
+    parser.add_argument("--seeds", type=int, default=3, help="number of splits (seeds --seed, --seed + 1, ...)")
     parser.add_argument("--part", choices=["all", "regression", "classification"], default="all")
+    parser.add_argument(
+        "--ngboost-python",
+        default=DEFAULT_NGBOOST_PYTHON,
+        help="interpreter of an environment with NGBoost (default: $SKFLOW_NGBOOST_PYTHON or /work/scratch/ngb)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "conditional"))
     args = parser.parse_args()
-    regression = run_regression(args.quick, args.seed) if args.part in ("all", "regression") else []
-    classification = run_classification(args.quick, args.seed) if args.part in ("all", "classification") else []
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    regression = run_regression(args.quick, seeds, args.ngboost_python) if args.part in ("all", "regression") else []
+    classification = run_classification(args.quick, seeds) if args.part in ("all", "classification") else []
     command = "python benchmarks/conditional.py " + " ".join(sys.argv[1:])
-    table = markdown(regression, classification, command.strip())
+    table = markdown(regression, classification, command.strip(), seeds)
     print(table)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"seed": args.seed, "quick": args.quick, "regression": regression, "classification": classification}
+    payload = {"seeds": seeds, "quick": args.quick, "regression": regression, "classification": classification}
     output.with_suffix(".json").write_text(json.dumps(payload, indent=2))
     output.with_suffix(".md").write_text(table)
 
