@@ -54,7 +54,7 @@ from ._dask import dask_aware
 from ._threads import torch_threads
 from .flows.core import BaseDistribution, FlowModel
 from .streaming import ChunkedSource
-from .training import RowStream, TrainingResult, train_model
+from .training import RowStream, TrainingResult, row_blocks, train_model
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 
@@ -239,11 +239,50 @@ def log_prob_rows(
 
 
 def _standardisation(X: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Column (weighted) means and scales; constant columns keep scale 1 (as StandardScaler)."""
-    mean = np.average(X, axis=0, weights=sample_weight)
-    scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=sample_weight))
-    tiny = 10 * np.finfo(X.dtype).eps * np.maximum(1.0, np.abs(mean))
+    """Column (weighted) means and scales; constant columns keep scale 1 (as StandardScaler).
+
+    Two passes over blocks of rows (means, then squared deviations from
+    them), so no temporary is the size of ``X``.
+    """
+    weights = sample_weight
+
+    def column_sums(values: np.ndarray, block: slice) -> np.ndarray:
+        """(Weighted) column sums of the rows ``block`` of ``X``, given as ``values``."""
+        return values.sum(axis=0) if weights is None else weights[block] @ values
+
+    # Block by block (see row_blocks): no temporary the size of X.
+    blocks = row_blocks(len(X), X.shape[1])
+    total = float(len(X)) if weights is None else float(np.sum(weights))
+    sums = np.zeros(X.shape[1])
+    for block in blocks:
+        sums += column_sums(X[block].astype(np.float64, copy=False), block)
+    mean = sums / total
+    squares = np.zeros(X.shape[1])
+    for block in blocks:
+        squares += column_sums((X[block].astype(np.float64, copy=False) - mean) ** 2, block)
+    scale = np.sqrt(squares / total)
+    tiny = 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
     return mean, np.where(scale > tiny, scale, 1.0)
+
+
+def _integer_valued(X: np.ndarray) -> np.ndarray:
+    """Mask of the columns of ``X`` whose values are all integers, shape ``(n_features,)``; block by block."""
+    integer = np.ones(X.shape[1], dtype=bool)
+    for block in row_blocks(len(X), X.shape[1]):
+        if not integer.any():
+            break
+        # Only the columns still in question (a copy of the block, so only when some are settled).
+        values = X[block] if integer.all() else X[block][:, integer]
+        integer[integer] = np.all(values == np.round(values), axis=0)
+    return integer
+
+
+def _standardised_rows(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``(X - mean) / scale`` in ``dtype``, computed block by block: no float64 copy of ``X`` on the way."""
+    rows = np.empty(X.shape, dtype=dtype)
+    for block in row_blocks(len(X), X.shape[1]):
+        rows[block] = (X[block].astype(np.float64, copy=False) - mean) / scale
+    return rows
 
 
 def _drop_zero_weights(X: np.ndarray, sample_weight: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -274,6 +313,14 @@ _MAX_GRID_LEVELS = 10_000
 
 def _grid_spacing(values: np.ndarray) -> float:
     """Spacing ``h`` if all values lie on a grid ``v0 + k * h``, else 0."""
+    # A grid of at most _MAX_GRID_LEVELS steps has at most _MAX_GRID_LEVELS + 1
+    # distinct values, so a prefix with more than that settles the answer
+    # without sorting the whole column (the common case: continuous columns).
+    if (
+        len(values) > 2 * (_MAX_GRID_LEVELS + 1)
+        and len(np.unique(values[: 2 * (_MAX_GRID_LEVELS + 1)])) > _MAX_GRID_LEVELS + 1
+    ):
+        return 0.0
     levels = np.unique(values)
     if len(levels) < 2 or not np.all(np.isfinite(levels)):
         return 0.0
@@ -623,7 +670,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             # Later calls (warm start, partial_fit) widen the range sample() keeps draws in.
             self.data_min_ = np.minimum(self.data_min_, X.min(axis=0))
             self.data_max_ = np.maximum(self.data_max_, X.max(axis=0))
-            rows = self._to_tensor((X - self.mean_) / self.scale_, device, self._torch_dtype())
+            # The one copy of the rows a fit needs: in the model's dtype (float32
+            # by default, half the size of float64 input), filled block by block.
+            dtype = np.float64 if self._torch_dtype() == torch.float64 else np.float32
+            standardised = _standardised_rows(X, self.mean_, self.scale_, np.dtype(dtype))
+            rows = torch.from_numpy(standardised).to(device)
+            del standardised  # on an accelerator, the host copy goes now
         if fresh:
             n_features = self.n_features_in_
             build: Callable[[], FlowModel] = lambda: self.build_model(n_features)
@@ -900,7 +952,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     def _integer_columns(self, X: np.ndarray) -> np.ndarray:
         """Mask of the columns to dequantise, as chosen by ``dequantize``."""
         if self.dequantize == "auto":
-            return np.all(X == np.round(X), axis=0)
+            return _integer_valued(X)
         return np.full(X.shape[1], bool(self.dequantize))
 
     def _dequantization_widths(self, X: np.ndarray) -> np.ndarray:
@@ -999,12 +1051,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         check_is_fitted(self)
         X = validate_data(self, X, dtype="numeric", reset=False)
         # In the model's precision (the dtype hyperparameter): float64 rows stay float64.
-        rows = np.empty(X.shape, dtype=np.float64 if self._torch_dtype() == torch.float64 else np.float32)
-        block = 65_536
-        for start in range(0, len(X), block):
-            part = X[start : start + block].astype(np.float64, copy=False)
-            rows[start : start + block] = (part - self.mean_) / self.scale_
-        return X, rows
+        dtype = np.float64 if self._torch_dtype() == torch.float64 else np.float32
+        return X, _standardised_rows(X, self.mean_, self.scale_, np.dtype(dtype))
 
     # ------------------------------------------------------------------ #
     # Densities

@@ -41,7 +41,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import ShuffleSplit
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, ProgressBar
 from skorch.dataset import Dataset
@@ -256,13 +256,24 @@ def _recording_sigint(net: _FlowNet) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _rows_of(dataset: Any) -> Tensor:
-    """The tensor of rows behind a skorch Dataset or a Subset of one."""
+def _rows_and_index(dataset: Any) -> tuple[Tensor, Tensor | None]:
+    """The tensor of rows behind a skorch Dataset and, for a Subset of one, the positions of its rows.
+
+    A Subset's rows are read through its index when batches are sliced,
+    never gathered into a tensor of their own: the training side of a split
+    is most of the rows, and a copy of it would nearly double a fit's memory.
+    """
     if isinstance(dataset, torch.utils.data.Subset):
-        indices = torch.as_tensor(np.asarray(dataset.indices), dtype=torch.long)
-        rows = _rows_of(dataset.dataset)
-        return rows[indices.to(rows.device)]
-    return dataset.X
+        rows, index = _rows_and_index(dataset.dataset)
+        positions = torch.as_tensor(np.asarray(dataset.indices), dtype=torch.long).to(rows.device)
+        return rows, positions if index is None else index[positions]
+    return dataset.X, None
+
+
+def _rows_of(dataset: Any) -> Tensor:
+    """The rows of a skorch Dataset or a Subset of one, as one tensor (a copy for a Subset)."""
+    rows, index = _rows_and_index(dataset)
+    return rows if index is None else rows[index]
 
 
 def _weights_of(dataset: Any) -> Tensor | None:
@@ -277,14 +288,14 @@ def _weights_of(dataset: Any) -> Tensor | None:
 
 
 def _weighted_side(dataset: Any, index: np.ndarray) -> Any:
-    """One side of a split; its weights rescaled to mean 1, so its loss is a weighted mean."""
+    """One side of a split, by index; its weights rescaled to mean 1, so its loss is a weighted mean."""
+    index = np.asarray(index, dtype=np.int64)
     weights = _weights_of(dataset)
-    if weights is None:
-        return torch.utils.data.Subset(dataset, index.tolist())
-    rows = _rows_of(dataset)
-    chosen = torch.as_tensor(index, dtype=torch.long, device=rows.device)
-    side = weights[chosen]
-    return Dataset(rows[chosen], side / side.mean())
+    if weights is not None:
+        side = weights[torch.as_tensor(index, device=weights.device)]
+        # All the weights rescaled by this side's mean (a column, not a copy of the rows).
+        dataset = Dataset(_rows_of(dataset), weights / side.mean())
+    return torch.utils.data.Subset(dataset, cast(Any, index))
 
 
 class TensorBatches:
@@ -315,7 +326,8 @@ class TensorBatches:
         world_size: int = 1,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.rows = _rows_of(dataset)
+        self.rows, self.index = _rows_and_index(dataset)
+        self.n_rows = len(self.rows) if self.index is None else len(self.index)
         self.weights = _weights_of(dataset)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -324,12 +336,16 @@ class TensorBatches:
         self.generator = generator
         self._placeholder = torch.zeros(0)
 
-    def _batch(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+    def _take(self, positions: Tensor | slice) -> Tensor:
+        """Rows at ``positions`` of this dataset (through the Subset's index, if any)."""
+        return self.rows[positions] if self.index is None else self.rows[self.index[positions]]
+
+    def _batch(self, positions: Tensor | slice) -> tuple[Tensor, Tensor]:
         # Weights ride in skorch's target slot, so _MeanLoss receives them.
-        return self.rows[index], self._placeholder if self.weights is None else self.weights[index]
+        return self._take(positions), self._placeholder if self.weights is None else self.weights[positions]
 
     def __len__(self) -> int:
-        n_rows = len(self.rows)
+        n_rows = self.n_rows
         if self.world_size == 1:
             return math.ceil(n_rows / self.batch_size)
         if self.shuffle:
@@ -342,11 +358,11 @@ class TensorBatches:
 
     @property
     def _n_valid_batches(self) -> int:
-        smallest_shard = len(self.rows) // self.world_size
-        return max(1, min(math.ceil(math.ceil(len(self.rows) / self.world_size) / self.batch_size), smallest_shard))
+        smallest_shard = self.n_rows // self.world_size
+        return max(1, min(math.ceil(math.ceil(self.n_rows / self.world_size) / self.batch_size), smallest_shard))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n_rows = len(self.rows)
+        n_rows = self.n_rows
         if self.world_size > 1:
             yield from self._shard_batches()
         elif self.shuffle:
@@ -362,11 +378,11 @@ class TensorBatches:
         generator = None
         if self.generator is not None:
             generator = torch.Generator().set_state(self.generator.get_state())  # a peek: leaves it unchanged
-        order = torch.randperm(len(self.rows), generator=generator)[: self.batch_size]
-        return self.rows[order.to(self.rows.device)]
+        order = torch.randperm(self.n_rows, generator=generator)[: self.batch_size]
+        return self._take(order.to(self.rows.device))
 
     def _shard_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n_rows = len(self.rows)
+        n_rows = self.n_rows
         if self.shuffle:
             order = torch.randperm(n_rows, generator=self.generator)
             n_padded = n_rows + (-n_rows) % self.world_size
@@ -472,28 +488,114 @@ class DuplicateAwareSplit:
         Share of the groups held out for validation.
     random_state : int
         Seed of the split.
+    groups : ndarray of shape (n_samples,) or None, default=None
+        Group id of each row of the dataset to split, when already computed
+        (:func:`duplicate_groups`); None computes it.
     """
 
-    def __init__(self, fraction: float, random_state: int) -> None:
+    def __init__(self, fraction: float, random_state: int, groups: np.ndarray | None = None) -> None:
         self.fraction = fraction
         self.random_state = random_state
+        self.groups = groups
 
     def __call__(self, dataset: Any, y: Any = None, **fit_params: Any) -> tuple[Any, Any]:
-        groups = duplicate_groups(_rows_of(dataset))
-        splitter = GroupShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
-        train_index, valid_index = next(splitter.split(groups, groups=groups))
+        groups = self.groups if self.groups is not None else duplicate_groups(_rows_of(dataset))
+        # What GroupShuffleSplit does for groups numbered 0..k-1 (a ShuffleSplit
+        # of the group ids, then the rows of the chosen groups), without its
+        # np.unique and np.isin over every row: several arrays of n rows each.
+        splitter = ShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
+        _, valid_groups = next(splitter.split(np.empty((int(groups.max(initial=-1)) + 1, 0))))
+        held_out = np.zeros(int(groups.max(initial=-1)) + 1, dtype=bool)
+        held_out[valid_groups] = True
+        valid = held_out[groups]
         # Kept for TrainingResult.validation_index: callers that calibrate on
         # the held-out rows (FlowClassifier's temperature) need to know them.
-        self.valid_index_ = np.sort(valid_index)
-        return _weighted_side(dataset, train_index), _weighted_side(dataset, valid_index)
+        self.valid_index_ = np.flatnonzero(valid)  # sorted
+        return _weighted_side(dataset, np.flatnonzero(~valid)), _weighted_side(dataset, self.valid_index_)
+
+
+# Values per block of a pass over all rows that needs temporaries (4 MB in
+# float64): the temporaries stay that small however large the table.
+_BLOCK_VALUES = 2**19
+
+
+def row_blocks(n_rows: int, width: int) -> list[slice]:
+    """Slices of consecutive rows covering ``n_rows`` rows of ``width`` values, about ``_BLOCK_VALUES`` values each."""
+    step = max(1, _BLOCK_VALUES // max(width, 1))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _row_bits(rows: Tensor) -> np.ndarray:
+    """The bit patterns of a block of rows, as unsigned integers on the CPU; equal rows give equal bits.
+
+    ``+ 0`` turns -0.0 into +0.0, the one pair of equal floats with different
+    bits (half precision is widened to float32, exactly).
+    """
+    rows = rows.detach()
+    if rows.dtype not in (torch.float32, torch.float64):
+        rows = rows.float()
+    array = (rows + 0).cpu().numpy()
+    return array.view(np.uint64 if array.dtype == np.float64 else np.uint32)
+
+
+def _mix(keys: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mixer (the splitmix64 finaliser), in place: every input bit moves every output bit."""
+    keys ^= keys >> np.uint64(30)
+    keys *= _MIX_1
+    keys ^= keys >> np.uint64(27)
+    keys *= _MIX_2
+    keys ^= keys >> np.uint64(31)
+    return keys
+
+
+def _row_keys(bits: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of bit patterns (m, d), equal for equal rows."""
+    keys = np.full(len(bits), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for column in range(bits.shape[1]):  # a vectorised pass per column, not a loop over rows
+        keys ^= bits[:, column]
+        _mix(keys)
+    return keys
 
 
 def duplicate_groups(rows: Tensor) -> np.ndarray:
-    """Group id per row, shape ``(n,)``: equal for identical rows (see DuplicateAwareSplit)."""
-    ids = torch.unique(rows, dim=0, return_inverse=True)[1].cpu().numpy()
-    if ids.max(initial=-1) + 1 < _MIN_DISTINCT_ROWS_TO_GROUP:
-        return np.arange(len(rows))
-    return ids
+    """Group id per row, shape ``(n,)``: equal for identical rows (see DuplicateAwareSplit).
+
+    Linear in the rows and light on memory: each row is hashed to 64 bits
+    (block by block), the hashes are grouped by one sort of ``n`` integers,
+    and every row is then checked equal to its group's first row, so a hash
+    collision can never merge different rows (should one occur, the rows are
+    grouped by an exact sort of whole rows instead). Groups are numbered in
+    the order of their first row, so the ids do not depend on the hash.
+    """
+    n_rows = len(rows)
+    if n_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    flat = rows.detach().reshape(n_rows, -1)
+    keys = np.empty(n_rows, dtype=np.uint64)
+    blocks = row_blocks(n_rows, flat.shape[1])
+    for block in blocks:
+        keys[block] = _row_keys(_row_bits(flat[block]))
+    _, first, ids = np.unique(keys, return_index=True, return_inverse=True)
+    del keys
+    ids = ids.reshape(-1)
+    first_row = torch.as_tensor(first[ids])  # each row's group representative
+    for block in blocks:
+        representatives = flat[first_row[block].to(flat.device)]
+        if not bool((flat[block] == representatives).all()):  # a hash collision (or a NaN)
+            ids = torch.unique(flat, dim=0, return_inverse=True)[1].cpu().numpy()
+            first = np.full(int(ids.max()) + 1, n_rows, dtype=np.int64)
+            np.minimum.at(first, ids, np.arange(n_rows))
+            break
+    del first_row
+    if len(first) < _MIN_DISTINCT_ROWS_TO_GROUP:
+        return np.arange(n_rows)
+    # Renumber the groups by their first row.
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[ids]
 
 
 # How far above a standard normal's negative log-likelihood of the (standardised)
@@ -511,8 +613,10 @@ _FIRST_EPOCH_MARGIN_PER_FEATURE = 1000.0
 
 def gaussian_reference_loss(X: Tensor) -> float:
     """Mean negative log-likelihood of the rows ``X`` (n, d) under a standard normal, in nats per row."""
-    rows = X.detach().double().reshape(len(X), -1)
-    return float(0.5 * rows.pow(2).sum(dim=1).mean() + 0.5 * rows.shape[1] * math.log(2 * math.pi))
+    rows = X.detach().reshape(len(X), -1)
+    # Block by block: a float64 copy of every row would double a fit's memory.
+    squares = sum(float(rows[block].double().pow(2).sum()) for block in row_blocks(len(rows), rows.shape[1]))
+    return 0.5 * squares / len(rows) + 0.5 * rows.shape[1] * math.log(2 * math.pi)
 
 
 class _BestWeights(Callback):
@@ -773,12 +877,16 @@ def train_model(
     world_size = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     streaming = isinstance(X, RowStream)
+    groups: np.ndarray | None = None
     if isinstance(X, RowStream):
         if world_size > 1:
             raise ValueError("A streaming fit runs in one process; data-parallel training needs rows in memory.")
         use_validation = X.validation_rows is not None and len(X.validation_rows) >= 2
     else:
-        n_groups = len(np.unique(duplicate_groups(X))) if validation_fraction else 0
+        # Grouped once here; the split reuses the groups.
+        if validation_fraction:
+            groups = duplicate_groups(X)
+        n_groups = int(groups.max()) + 1 if groups is not None and len(groups) else 0
         n_valid = math.ceil((validation_fraction or 0.0) * n_groups)
         use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
     monitor = "valid_loss" if use_validation else "train_loss"
@@ -854,7 +962,7 @@ def train_model(
         if verbose < 2:
             # skorch's per-epoch table (with ANSI colours) only from verbose=2.
             settings["callbacks__print_log"] = None
-    split = _train_split(streaming, use_validation, validation_fraction, random_state)
+    split = _train_split(streaming, use_validation, validation_fraction, random_state, groups)
     net = net_class(
         module=module,
         criterion=_MeanLoss,
@@ -939,10 +1047,12 @@ def train_model(
     )
 
 
-def _train_split(streaming: bool, use_validation: bool, fraction: float | None, random_state: int) -> Any:
+def _train_split(
+    streaming: bool, use_validation: bool, fraction: float | None, random_state: int, groups: np.ndarray | None
+) -> Any:
     if not use_validation:
         return None
-    return _StreamSplit() if streaming else DuplicateAwareSplit(float(fraction or 0.0), random_state)
+    return _StreamSplit() if streaming else DuplicateAwareSplit(float(fraction or 0.0), random_state, groups)
 
 
 def _to_cpu(state: Any) -> Any:

@@ -15,7 +15,7 @@ from skorch.dataset import Dataset
 
 from skflow import DensityOutlierDetector, RealNVPDensity
 from skflow.base import _standardisation
-from skflow.training import DuplicateAwareSplit, train_model
+from skflow.training import DuplicateAwareSplit, _rows_of, train_model
 
 from .helpers import correlated_data, estimator_id, fresh_estimator
 from .registry import FAST_ESTIMATORS
@@ -92,7 +92,7 @@ def test_validation_loss_is_the_weighted_mean():
         model, rows, max_epochs=1, batch_size=7, lr=1e-12, validation_fraction=0.5, random_state=3, sample_weight=w
     )
     _, valid = DuplicateAwareSplit(0.5, 3)(Dataset(rows, w))
-    held_out = valid.X
+    held_out = _rows_of(valid)
     held_out_weights = w[[int(torch.nonzero((rows == row).all(1))[0]) for row in held_out]]
     with torch.no_grad():
         nll = -model.log_prob(held_out)
