@@ -906,6 +906,9 @@ def train_model(
         continued=optimizer_state is not None,
     )
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
+    # In a data-parallel run every rank runs this loop; only the main one
+    # reports progress (skorch's own table goes through accelerator.print).
+    say = print if accelerator is None or accelerator.is_main_process else _silent
     if patience is not None:
         engine_callbacks.append(
             # Absolute threshold (nats per row): skorch's default relative one
@@ -920,15 +923,15 @@ def train_model(
                     threshold_mode="abs",
                     load_best=False,
                     # At verbose=1 the compact report says why training stopped.
-                    sink=print if verbose >= 2 else _silent,
+                    sink=say if verbose >= 2 else _silent,
                 ),
             )
         )
     if gradient_clip is not None:
         engine_callbacks.append(("gradient_clip", GradientNormClipping(gradient_clip)))
     if verbose == 1:
-        engine_callbacks.append(("progress_report", ProgressReport(max_epochs, monitor)))
-    if verbose >= 3:
+        engine_callbacks.append(("progress_report", ProgressReport(max_epochs, monitor, sink=say)))
+    if verbose >= 3 and say is print:
         engine_callbacks.append(("progress_bar", ProgressBar()))
     user_callbacks = [(f"user_{i}", callback) for i, callback in enumerate(callbacks or ())]
 

@@ -125,6 +125,33 @@ def test_one_process_accelerator_is_the_plain_engine_exactly() -> None:
     assert accelerated.history_[-1]["valid_loss"] == plain.history_[-1]["valid_loss"]
 
 
+@pytest.mark.parametrize("verbose", [1, 2, 3])
+def test_only_the_main_process_reports_progress(verbose: int, capsys: pytest.CaptureFixture[str]) -> None:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    class OtherRank(Accelerator):
+        """What a rank other than the main one sees (accelerate's own print is silent there too)."""
+
+        @property
+        def is_main_process(self) -> bool:
+            return False
+
+        def print(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    X = training_rows()[:400]
+    settings = {**SETTINGS, "max_epochs": 2, "device": "cpu", "verbose": verbose}
+    RealNVPDensity(**settings, accelerator=Accelerator(cpu=True)).fit(X)
+    main = capsys.readouterr()
+    assert "train_loss" in main.out if verbose >= 2 else "ran all 2 epochs" in main.out
+    AcceleratorState._reset_state(reset_partial_state=True)
+    RealNVPDensity(**settings, accelerator=OtherRank(cpu=True)).fit(X)
+    other = capsys.readouterr()
+    assert other.out == "" and other.err == ""
+
+
 def test_bf16_mixed_precision_on_cuda() -> None:
     if not torch.cuda.is_available() or not torch.cuda.is_bf16_supported():
         pytest.skip("CUDA is not available (or has no bf16) on this machine; bf16 training runs only on a GPU.")
