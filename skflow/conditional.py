@@ -699,7 +699,9 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
 
         # T from 1/20 (sharpen) to about 1100 (close to the priors alone).
         result = minimize_scalar(log_loss, bounds=(-3.0, 7.0), method="bounded", options={"xatol": 1e-4})
-        return float(np.exp(result.x))
+        # The bounded search never evaluates the bounds themselves; when the
+        # loss falls all the way to one, that bound is the answer.
+        return float(np.exp(min((result.x, -3.0, 7.0), key=log_loss)))
 
     def class_log_likelihood(self, X: Any) -> np.ndarray:
         """``log p(x | k)`` of each row under each class, in ``X``'s units.
