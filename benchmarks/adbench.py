@@ -275,18 +275,19 @@ def evaluate(scores: np.ndarray, y_test: np.ndarray) -> tuple[float, float]:
 # ---------------------------------------------------------------------- #
 # Report
 # ---------------------------------------------------------------------- #
-def summarise(rows: list[dict[str, Any]], methods: list[str]) -> str:
-    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+def _mean_table(rows: list[dict[str, Any]], datasets: list[str], methods: list[str], key: str) -> np.ndarray:
+    """(dataset, method) array of ``key`` averaged over the rows' seeds; NaN where every run failed."""
 
-    def mean_of(dataset: str, method: str, key: str) -> float:
+    def mean_of(dataset: str, method: str) -> float:
         values = [float(r[key]) for r in rows if r["dataset"] == dataset and r["method"] == method]
         values = [v for v in values if not math.isnan(v)]
         return float(np.mean(values)) if values else math.nan
 
-    roc = np.array([[mean_of(d, m, "roc_auc") for m in methods] for d in datasets])
-    pr = np.array([[mean_of(d, m, "pr_auc") for m in methods] for d in datasets])
-    seconds = np.array([[mean_of(d, m, "seconds") for m in methods] for d in datasets])
-    # Rank per dataset on ROC-AUC (1 = best, ties share the mean rank); a failed run ranks last.
+    return np.array([[mean_of(d, m) for m in methods] for d in datasets])
+
+
+def _ranks(roc: np.ndarray) -> np.ndarray:
+    """Rank per dataset (row) on ROC-AUC: 1 = best, ties share the mean rank, a failed run ranks last."""
     ranks = np.zeros_like(roc)
     for i, values in enumerate(roc):
         filled = np.where(np.isnan(values), -np.inf, values)
@@ -297,6 +298,38 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> str:
             tied = filled == value
             ranked[tied] = ranked[tied].mean()
         ranks[i] = ranked
+    return ranks
+
+
+def per_seed_summary(rows: list[dict[str, Any]], methods: list[str]) -> str:
+    """Mean ROC-AUC and mean rank of every method on each seed separately (best in bold)."""
+    seeds = sorted({int(row["seed"]) for row in rows})
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    lines = ["## Per seed", "", "Mean over the datasets of each seed separately; best in bold.", ""]
+    header = "| seed | " + " | ".join(methods) + " |"
+    rule = "| --- |" + " ---: |" * len(methods)
+    roc_lines, rank_lines = [header, rule], [header, rule]
+    for seed in seeds:
+        seed_rows = [row for row in rows if int(row["seed"]) == seed]
+        roc = _mean_table(seed_rows, datasets, methods, "roc_auc")
+        mean_roc, mean_rank = np.nanmean(roc, axis=0), _ranks(roc).mean(axis=0)
+        roc_lines.append(
+            f"| {seed} | " + " | ".join(f"**{v:.4f}**" if v == mean_roc.max() else f"{v:.4f}" for v in mean_roc) + " |"
+        )
+        rank_lines.append(
+            f"| {seed} | "
+            + " | ".join(f"**{v:.2f}**" if v == mean_rank.min() else f"{v:.2f}" for v in mean_rank)
+            + " |"
+        )
+    return "\n".join(lines + ["Mean ROC-AUC:", ""] + roc_lines + ["", "Mean rank (1 = best):", ""] + rank_lines)
+
+
+def summarise(rows: list[dict[str, Any]], methods: list[str]) -> str:
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    roc = _mean_table(rows, datasets, methods, "roc_auc")
+    pr = _mean_table(rows, datasets, methods, "pr_auc")
+    seconds = _mean_table(rows, datasets, methods, "seconds")
+    ranks = _ranks(roc)
 
     lines = [
         "## Mean over datasets",
@@ -324,6 +357,8 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> str:
     lines.append("| --- |" + " ---: |" * len(methods))
     for i, dataset in enumerate(datasets):
         lines.append(f"| {dataset} | " + " | ".join(f"{v:.3f}" for v in pr[i]) + " |")
+    if len({int(row["seed"]) for row in rows}) > 1:
+        lines += ["", per_seed_summary(rows, methods)]
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines += ["", "## Failed runs", ""]
