@@ -38,10 +38,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
 
 from skflow import RealNVPDensity
+from skflow.flows.core import Chain, ExactFlow
+from skflow.flows.linear import LULinear
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "adbench"
@@ -62,6 +65,43 @@ def load_normal_rows(name: str, max_rows: int, seed: int, data_dir: Path = DATA)
     if len(X) > max_rows:
         X = X[np.random.default_rng(seed).choice(len(X), max_rows, replace=False)]
     return X
+
+
+class WhitenedStartRealNVP(RealNVPDensity):
+    """Experiment for issue 17, not a library feature: RealNVP that starts at the full-covariance Gaussian.
+
+    A dense linear layer (:class:`~skflow.flows.linear.LULinear`, trainable)
+    is put in front of the default RealNVP stack and initialised to
+    ``L^{-1}``, where ``L L^T`` is the covariance of all standardised
+    training rows plus the variance of their dequantisation noise (and a
+    1e-6 ridge). With the couplings starting as the identity, the untrained
+    flow is the Gaussian fitted by maximum likelihood, which the default
+    (per-column standardisation, diagonal start) is not: on small tables with
+    strongly correlated columns early stopping ends before SGD has learnt the
+    correlations.
+    """
+
+    def _start_model(self, X: np.ndarray, seed: int, sample_weight: np.ndarray | None, **training) -> None:
+        widths = self._dequantization_widths(X)
+        standardised = (X - self.mean_) / self.scale_
+        covariance = np.cov(standardised.T, bias=True).reshape(X.shape[1], X.shape[1])
+        covariance += np.diag((widths / self.scale_) ** 2 / 12) + 1e-6 * np.eye(X.shape[1])
+        self.whitening_ = np.linalg.inv(np.linalg.cholesky(covariance))
+        super()._start_model(X, seed, sample_weight, **training)
+
+    def build_model(self, n_features: int, *, n_context: int = 0) -> ExactFlow:
+        model = super().build_model(n_features, n_context=n_context)
+        linear = LULinear(n_features)
+        permutation, lower, upper = torch.linalg.lu(torch.as_tensor(self.whitening_, dtype=torch.float32))
+        diagonal = torch.diagonal(upper)
+        with torch.no_grad():
+            linear.permutation.copy_(permutation)
+            linear.lower.copy_(lower * linear.lower_mask)
+            linear.upper.copy_(upper * linear.lower_mask.T)
+            linear.sign.copy_(torch.sign(diagonal))
+            linear.log_abs_diagonal.copy_(torch.log(diagonal.abs()))
+        model.transform = Chain([linear, *model.transform.bijections])
+        return model
 
 
 def tuned_gaussian_mixture(
@@ -106,13 +146,15 @@ def run(
     components: tuple[int, ...] = (1, 2, 5, 10),
     flow_params: dict | None = None,
     data_dir: Path = DATA,
+    whitened_start: bool = False,
 ) -> list[dict]:
     rows = []
     for name in datasets:
         X = load_normal_rows(name, max_rows, seed, data_dir)
         X_train, X_test = train_test_split(X, test_size=0.2, random_state=seed)
         start = time.perf_counter()
-        flow = RealNVPDensity(random_state=seed, **(flow_params or {})).fit(X_train)
+        family = WhitenedStartRealNVP if whitened_start else RealNVPDensity
+        flow = family(random_state=seed, **(flow_params or {})).fit(X_train)
         flow_seconds = time.perf_counter() - start
         start = time.perf_counter()
         mixture = tuned_gaussian_mixture(X_train, flow.dequantization_widths_, seed, components)
@@ -171,15 +213,41 @@ def main() -> None:
     parser.add_argument(
         "--flow-params", type=json.loads, default=None, help="RealNVPDensity hyperparameters as JSON (default: none)"
     )
+    parser.add_argument(
+        "--whitened-start",
+        action="store_true",
+        help="experiment: start the flow at the full-covariance Gaussian (see WhitenedStartRealNVP)",
+    )
     parser.add_argument("--output", default="adbench_density", help="basename of the result files")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="result JSONs of earlier runs with the same settings on disjoint tables (e.g. run in parallel) "
+        "to write as one report instead of running; the other options must match those runs",
+    )
     args = parser.parse_args()
+    if args.merge:
+        order = {name: index for index, name in enumerate(all_datasets(args.data_dir))}
+        rows = sorted(
+            (row for path in args.merge for row in json.loads(path.read_text())), key=lambda row: order[row["dataset"]]
+        )
+        write_report(rows, args)
+        return
     if not args.data_dir.is_dir():
         raise SystemExit(
             f"Expected the ADBench data in {args.data_dir} (../shared/data/adbench beside the repository); "
             "pass --data-dir."
         )
     datasets = args.datasets or all_datasets(args.data_dir)
-    rows = run(datasets, args.max_rows, args.seed, tuple(args.components), args.flow_params, args.data_dir)
+    rows = run(
+        datasets, args.max_rows, args.seed, tuple(args.components), args.flow_params, args.data_dir, args.whitened_start
+    )
+    write_report(rows, args)
+
+
+def write_report(rows: list[dict], args: argparse.Namespace) -> None:
+    """Write ``<output>.json`` and ``<output>.md`` (with the settings and command line) and print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.output}.json").write_text(json.dumps(rows, indent=2))
     header = (
@@ -187,8 +255,8 @@ def main() -> None:
         f"Normal rows only, at most {args.max_rows:,} per table (sampled with seed {args.seed}), 80/20 split; "
         f"GaussianMixture components in {args.components}, full or diag, chosen on a validation split of the "
         f"training part; nats per row in the data's units, higher is better. RealNVPDensity parameters: "
-        f"{args.flow_params or 'defaults'}. Command: `python benchmarks/tabular_density.py "
-        f"{' '.join(sys.argv[1:])}`\n\n"
+        f"{args.flow_params or 'defaults'}{' (whitened start, an experiment)' if args.whitened_start else ''}. "
+        f"Command: `python benchmarks/tabular_density.py {' '.join(sys.argv[1:])}`\n\n"
     )
     table = markdown(rows)
     (RESULTS / f"{args.output}.md").write_text(header + table + "\n")
