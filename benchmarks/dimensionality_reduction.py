@@ -1,0 +1,454 @@
+"""Dimensionality reduction on real tables: FIF defaults against PCA, KernelPCA and an autoencoder.
+
+For each table and each latent width ``d`` this script fits, on the same
+training rows:
+
+* ``fif``: :class:`skflow.InjectiveFlowEstimator` with its default
+  hyperparameters (only ``n_components`` and ``random_state`` set);
+* ``pca``: :class:`sklearn.decomposition.PCA`;
+* ``kpca``: :class:`sklearn.decomposition.KernelPCA` with an RBF kernel and
+  ``fit_inverse_transform=True``. ``gamma`` and ``alpha`` (the ridge of the
+  learned pre-image map) are chosen by reconstruction MSE on a validation
+  split of the training rows, from ``gamma = c * gamma_median`` with
+  ``gamma_median = 1 / median ||x_i - x_j||^2`` (the median heuristic) and
+  the factors ``c`` and ridges in ``KPCA_GAMMA_FACTORS`` / ``KPCA_ALPHAS``;
+  then refitted on all training rows;
+* ``ae``: a plain autoencoder with exactly FIF's default encoder and decoder
+  (:func:`skflow.flows.injective.default_encoder` / ``default_decoder``,
+  same widths, activation and residual blocks), trained the way the
+  estimator trains FIF: per-column standardisation, Gaussian input noise
+  0.01, loss ``beta * ||x - g(f(x))||^2`` with FIF's ``beta``, AdamW with
+  FIF's learning rate and weight decay, FIF's batch size, gradient clipping,
+  maximum epochs, validation fraction and patience, best validation weights
+  restored. It stops on validation reconstruction error (it has no
+  likelihood); FIF stops on validation likelihood.
+
+Measured on the held-out rows:
+
+* reconstruction MSE, per feature, in the units of the table as given;
+* mean log-likelihood per row where the method has one: FIF's
+  ``score`` and PCA's probabilistic-PCA ``PCA.score``; KernelPCA and the
+  autoencoder have none;
+* where the table has class labels (digits, breast cancer), the accuracy of
+  a ``LogisticRegression`` fitted on the training rows' codes (after a
+  ``StandardScaler``, so that code scale does not matter) and evaluated on
+  the test rows' codes, with the same classifier on the raw features as a
+  reference.
+
+Tables:
+
+* ``digits``: scikit-learn's 8x8 digits, raw pixel values 0-16 (not
+  standardised, as in ``fif_benchmark.py``); FIF dequantises the integer
+  pixels during training (its default), so its likelihood approximates
+  ``log P(x)`` of the integer images while PCA's is a Gaussian density at
+  the same points;
+* ``breast_cancer``: scikit-learn's Wisconsin diagnostic breast cancer
+  (both classes), standardised on the training part;
+* ADBench tables from ``../shared/data/adbench`` (relative to the repository
+  root, or ``--data-dir``): the inlier rows (``y == 0``), at most
+  ``--max-rows`` of them (a random subset), standardised on the training
+  part.
+
+Every table is split 75/25 into training and test rows with ``--seed``.
+torch runs on one thread.
+
+Usage::
+
+    python benchmarks/dimensionality_reduction.py                   # full run
+    python benchmarks/dimensionality_reduction.py --datasets Waveform --dims 2 --max-epochs 20  # smoke run
+
+Writes ``benchmarks/results/dimensionality_reduction.{json,md}`` (or
+``--output``) and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.decomposition import PCA, KernelPCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import pairwise_distances
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+# Measure the working tree, not whatever copy of skflow is installed.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import skflow
+from skflow import InjectiveFlowEstimator
+from skflow.flows.injective import default_decoder, default_encoder
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "adbench"
+LABELLED = ("digits", "breast_cancer")
+DEFAULT_DATASETS = ["digits", "breast_cancer", "satellite", "SpamBase", "Waveform", "letter", "musk"]
+KPCA_GAMMA_FACTORS = (0.1, 0.3, 1.0, 3.0)
+KPCA_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
+METHODS = ("fif", "pca", "kpca", "ae")
+
+
+# ---------------------------------------------------------------------- #
+# Data
+# ---------------------------------------------------------------------- #
+def load_table(name: str, data_dir: Path, max_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Rows, labels (None for the ADBench inlier tables) and whether to standardise."""
+    if name == "digits":
+        X, y = load_digits(return_X_y=True)
+        return X.astype(np.float64), y, False
+    if name == "breast_cancer":
+        X, y = load_breast_cancer(return_X_y=True)
+        return X.astype(np.float64), y, True
+    matches = sorted(data_dir.glob(f"*_{name}.npz"))
+    if len(matches) != 1:
+        raise SystemExit(f"ADBench table {name!r} not found in {data_dir} (pass --data-dir).")
+    data = np.load(matches[0])
+    X = data["X"][data["y"] == 0].astype(np.float64)
+    if len(X) > max_rows:
+        X = X[np.random.default_rng(seed).choice(len(X), max_rows, replace=False)]
+    return X, None, True
+
+
+def split(X: np.ndarray, y: np.ndarray | None, standardise: bool, seed: int) -> dict:
+    parts = train_test_split(X, *([] if y is None else [y]), test_size=0.25, random_state=seed, stratify=y)
+    X_train, X_test = parts[0], parts[1]
+    if standardise:
+        scaler = StandardScaler().fit(X_train)
+        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+    out = {"X_train": X_train, "X_test": X_test}
+    if y is not None:
+        out["y_train"], out["y_test"] = parts[2], parts[3]
+    return out
+
+
+# ---------------------------------------------------------------------- #
+# Baselines
+# ---------------------------------------------------------------------- #
+def median_heuristic_gamma(X: np.ndarray, seed: int, n_rows: int = 1000) -> float:
+    rows = X[np.random.default_rng(seed).choice(len(X), min(n_rows, len(X)), replace=False)]
+    squared = pairwise_distances(rows, metric="sqeuclidean")
+    return 1.0 / float(np.median(squared[np.triu_indices_from(squared, k=1)]))
+
+
+def fit_kernel_pca(X_train: np.ndarray, d: int, seed: int) -> tuple[KernelPCA, dict]:
+    """KernelPCA with gamma and alpha chosen by validation reconstruction MSE, refitted on all rows."""
+    fit_rows, valid_rows = train_test_split(X_train, test_size=0.2, random_state=seed)
+    gamma_median = median_heuristic_gamma(fit_rows, seed)
+    scores = {}
+    for factor in KPCA_GAMMA_FACTORS:
+        for alpha in KPCA_ALPHAS:
+            model = KernelPCA(
+                d, kernel="rbf", gamma=factor * gamma_median, alpha=alpha, fit_inverse_transform=True, random_state=seed
+            ).fit(fit_rows)
+            reconstructed = model.inverse_transform(model.transform(valid_rows))
+            scores[(factor, alpha)] = float(((valid_rows - reconstructed) ** 2).mean())
+    factor, alpha = min(scores, key=scores.get)
+    model = KernelPCA(
+        d, kernel="rbf", gamma=factor * gamma_median, alpha=alpha, fit_inverse_transform=True, random_state=seed
+    ).fit(X_train)
+    return model, {"gamma_factor": factor, "gamma": factor * gamma_median, "alpha": alpha}
+
+
+class Autoencoder:
+    """FIF's default networks trained on reconstruction alone, the way the estimator trains FIF.
+
+    Every training setting is read from an :class:`InjectiveFlowEstimator`
+    (``reference``), so the two cannot drift apart.
+    """
+
+    def __init__(self, reference: InjectiveFlowEstimator, seed: int) -> None:
+        self.reference = reference
+        self.seed = seed
+
+    def fit(self, X: np.ndarray) -> Autoencoder:
+        ref = self.reference
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.mean_ = X.mean(axis=0)
+        std = X.std(axis=0)
+        self.scale_ = np.where(std > 0, std, 1.0)
+        rows = torch.as_tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
+        order = rng.permutation(len(rows))
+        n_valid = round(ref.validation_fraction * len(rows))
+        valid, train = rows[order[:n_valid]], rows[order[n_valid:]]
+        D, d = X.shape[1], ref.n_components
+        self.encoder = default_encoder(D, d, ref.hidden_dims, ref.activation, ref.n_residual_blocks)
+        self.decoder = default_decoder(d, D, ref.hidden_dims, ref.activation, ref.n_residual_blocks)
+        parameters = [*self.encoder.parameters(), *self.decoder.parameters()]
+        optimiser = torch.optim.AdamW(parameters, lr=ref.lr, weight_decay=ref.weight_decay)
+        batch_size = min(ref.batch_size, len(train))
+        best, best_state, since_best = np.inf, None, 0
+        self.n_iter_ = 0
+        for _epoch in range(ref.max_epochs):
+            self.encoder.train()
+            self.decoder.train()
+            for batch in train[torch.randperm(len(train))].split(batch_size):
+                noisy = batch + ref.noise_std * torch.randn_like(batch)
+                loss = ref.beta * (noisy - self.decoder(self.encoder(noisy))).pow(2).sum(1).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                if ref.gradient_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(parameters, ref.gradient_clip)
+                optimiser.step()
+            self.n_iter_ += 1
+            valid_loss = float(self._squared_error(valid).mean())
+            if not np.isfinite(valid_loss):
+                raise FloatingPointError(f"autoencoder diverged at epoch {self.n_iter_}")
+            if valid_loss < best:
+                best, since_best, self.best_epoch_ = valid_loss, 0, self.n_iter_
+                best_state = [p.detach().clone() for p in parameters]
+            else:
+                since_best += 1
+                if ref.patience is not None and since_best >= ref.patience:
+                    break
+        with torch.no_grad():
+            for parameter, value in zip(parameters, best_state, strict=True):
+                parameter.copy_(value)
+        return self
+
+    @torch.no_grad()
+    def _squared_error(self, rows: torch.Tensor) -> torch.Tensor:
+        self.encoder.eval()
+        self.decoder.eval()
+        return (rows - self.decoder(self.encoder(rows))).pow(2).sum(1)
+
+    @torch.no_grad()
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        self.encoder.eval()
+        return self.encoder(torch.as_tensor((X - self.mean_) / self.scale_, dtype=torch.float32)).double().numpy()
+
+    @torch.no_grad()
+    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
+        self.decoder.eval()
+        decoded = self.decoder(torch.as_tensor(Z, dtype=torch.float32)).double().numpy()
+        return decoded * self.scale_ + self.mean_
+
+
+# ---------------------------------------------------------------------- #
+# One table, one d
+# ---------------------------------------------------------------------- #
+def downstream_accuracy(codes_train: np.ndarray, codes_test: np.ndarray, data: dict) -> float:
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    classifier.fit(codes_train, data["y_train"])
+    return float(classifier.score(codes_test, data["y_test"]))
+
+
+def run_one(name: str, data: dict, d: int, seed: int, max_epochs: int | None) -> dict:
+    X_train, X_test = data["X_train"], data["X_test"]
+    overrides = {} if max_epochs is None else {"max_epochs": max_epochs}
+    record: dict = {"dataset": name, "n_features": X_train.shape[1], "n_train": len(X_train), "d": d}
+    fitted: dict = {}
+
+    start = time.perf_counter()
+    fif = InjectiveFlowEstimator(n_components=d, random_state=seed, **overrides).fit(X_train)
+    record["fif_seconds"] = time.perf_counter() - start
+    record["fif_epochs"], record["fif_best_epoch"] = int(fif.n_iter_), int(fif.best_epoch_)
+    record["fif_loglik"] = float(fif.score(X_test))
+    record["fif_manifold_loglik"] = float(fif.score_samples_manifold(X_test).mean())
+    fitted["fif"] = fif
+
+    start = time.perf_counter()
+    pca = PCA(n_components=d, random_state=seed).fit(X_train)
+    record["pca_seconds"] = time.perf_counter() - start
+    record["pca_loglik"] = float(pca.score(X_test))
+    fitted["pca"] = pca
+
+    start = time.perf_counter()
+    kpca, chosen = fit_kernel_pca(X_train, d, seed)
+    record["kpca_seconds"] = time.perf_counter() - start  # includes the validation grid
+    record.update({f"kpca_{key}": value for key, value in chosen.items()})
+    fitted["kpca"] = kpca
+
+    start = time.perf_counter()
+    ae = Autoencoder(InjectiveFlowEstimator(n_components=d, **overrides), seed).fit(X_train)
+    record["ae_seconds"] = time.perf_counter() - start
+    record["ae_epochs"], record["ae_best_epoch"] = ae.n_iter_, ae.best_epoch_
+    fitted["ae"] = ae
+
+    for method, model in fitted.items():
+        codes_test = model.transform(X_test)
+        reconstructed = model.inverse_transform(codes_test)
+        record[f"{method}_mse"] = float(((X_test - reconstructed) ** 2).mean())
+        if "y_train" in data:
+            record[f"{method}_accuracy"] = downstream_accuracy(model.transform(X_train), codes_test, data)
+    if "y_train" in data:
+        record["raw_accuracy"] = downstream_accuracy(X_train, X_test, data)
+    # FIF's own reconstruction_error must agree with the generic transform/inverse_transform route.
+    record["fif_mse_check"] = float(fif.reconstruction_error(X_test).mean() / X_test.shape[1])
+    return record
+
+
+# ---------------------------------------------------------------------- #
+# Report
+# ---------------------------------------------------------------------- #
+def _cell(value: float | None, best: bool = False, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}g}"
+    return f"**{text}**" if best else text
+
+
+def markdown(records: list[dict], command: str, config: dict) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        (
+            f"skflow {config['skflow']}, torch {config['torch']}, scikit-learn {config['sklearn']}; "
+            f"seed {config['seed']}; ADBench tables: inlier rows, at most {config['max_rows']}, "
+            "75/25 split, standardised on the training part; digits in raw pixel units. "
+            f"FIF: defaults (max_epochs {config['fif_max_epochs']}, patience {config['patience']}); "
+            "the autoencoder uses FIF's networks and training settings. Bold: best in the row."
+        ),
+        "",
+        "## Held-out reconstruction MSE per feature (lower is better)",
+        "",
+        "| table | D | n_train | d | FIF | PCA | KernelPCA | AE | FIF < PCA | FIF < AE |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    wins_pca = wins_ae = 0
+    for r in records:
+        values = {m: r[f"{m}_mse"] for m in METHODS}
+        best = min(values.values())
+        cells = [_cell(values[m], values[m] == best) for m in METHODS]
+        below_pca, below_ae = values["fif"] < values["pca"], values["fif"] < values["ae"]
+        wins_pca += below_pca
+        wins_ae += below_ae
+        lines.append(
+            f"| {r['dataset']} | {r['n_features']} | {r['n_train']} | {r['d']} | "
+            + " | ".join(cells)
+            + f" | {'yes' if below_pca else 'no'} | {'yes' if below_ae else 'no'} |"
+        )
+    lines += [
+        "",
+        (
+            f"FIF below PCA on {wins_pca} of {len(records)} (table, d); below the autoencoder on "
+            f"{wins_ae} of {len(records)}."
+        ),
+        "",
+        "## Held-out mean log-likelihood per row (higher is better)",
+        "",
+        (
+            "KernelPCA and the autoencoder define no density. FIF on-manifold: the "
+            "d-dimensional density of the projection (not comparable with full-dimensional densities)."
+        ),
+        "",
+        "| table | d | FIF | PCA (probabilistic) | FIF on-manifold | FIF epochs (best) | AE epochs (best) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    wins_loglik = 0
+    for r in records:
+        fif_better = r["fif_loglik"] > r["pca_loglik"]
+        wins_loglik += fif_better
+        lines.append(
+            f"| {r['dataset']} | {r['d']} | {_cell(r['fif_loglik'], fif_better)} | "
+            f"{_cell(r['pca_loglik'], not fif_better)} | {_cell(r['fif_manifold_loglik'])} | "
+            f"{r['fif_epochs']} ({r['fif_best_epoch']}) | {r['ae_epochs']} ({r['ae_best_epoch']}) |"
+        )
+    lines += ["", f"FIF above probabilistic PCA on {wins_loglik} of {len(records)}."]
+    labelled = [r for r in records if "fif_accuracy" in r]
+    if labelled:
+        lines += [
+            "",
+            "## Downstream LogisticRegression accuracy on the codes (test rows)",
+            "",
+            "| table | d | FIF | PCA | KernelPCA | AE | raw features |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in labelled:
+            values = {m: r[f"{m}_accuracy"] for m in METHODS}
+            best = max(values.values())
+            cells = [_cell(values[m], values[m] == best, 3) for m in METHODS]
+            lines.append(f"| {r['dataset']} | {r['d']} | " + " | ".join(cells) + f" | {_cell(r['raw_accuracy'])} |")
+    lines += [
+        "",
+        "## Fit times (seconds, shared machine: compare within a row only)",
+        "",
+        "| table | d | FIF | PCA | KernelPCA (incl. grid) | AE | KernelPCA gamma factor, alpha |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['dataset']} | {r['d']} | {r['fif_seconds']:.1f} | {r['pca_seconds']:.2f} | "
+            f"{r['kpca_seconds']:.1f} | {r['ae_seconds']:.1f} | {r['kpca_gamma_factor']:g}, {r['kpca_alpha']:g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", default=DEFAULT_DATASETS, help="digits, breast_cancer or ADBench names"
+    )
+    parser.add_argument("--dims", nargs="+", type=int, default=[2, 4, 8], help="latent widths d")
+    parser.add_argument("--max-rows", type=int, default=3000, help="cap on ADBench inlier rows (random subset)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override FIF's (and the AE's) max_epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS / "dimensionality_reduction", help="path without suffix (.json, .md)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    reference = InjectiveFlowEstimator(**({} if args.max_epochs is None else {"max_epochs": args.max_epochs}))
+    config = {
+        "datasets": args.datasets,
+        "dims": args.dims,
+        "max_rows": args.max_rows,
+        "seed": args.seed,
+        "fif_max_epochs": reference.max_epochs,
+        "patience": reference.patience,
+        "kpca_gamma_factors": KPCA_GAMMA_FACTORS,
+        "kpca_alphas": KPCA_ALPHAS,
+        "skflow": skflow.__version__,
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    command = "python benchmarks/dimensionality_reduction.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    records = []
+    start = time.perf_counter()
+    for name in args.datasets:
+        X, y, standardise = load_table(name, args.data_dir, args.max_rows, args.seed)
+        data = split(X, y, standardise, args.seed)
+        for d in args.dims:
+            record = run_one(name, data, d, args.seed, args.max_epochs)
+            records.append(record)
+            print(
+                f"{name} d={d}: mse fif {record['fif_mse']:.4g} pca {record['pca_mse']:.4g} "
+                f"kpca {record['kpca_mse']:.4g} ae {record['ae_mse']:.4g}; loglik fif {record['fif_loglik']:.4g} "
+                f"pca {record['pca_loglik']:.4g}; fif {record['fif_seconds']:.0f}s ({record['fif_epochs']} ep), "
+                f"ae {record['ae_seconds']:.0f}s ({record['ae_epochs']} ep)",
+                flush=True,
+            )
+    config["total_seconds"] = time.perf_counter() - start
+    config["load_average_at_end"] = os.getloadavg()
+    table = markdown(records, command, config)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"config": config, "records": records, "table_markdown": table}
+    args.output.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    args.output.with_suffix(".md").write_text(
+        "# Dimensionality reduction: FIF against PCA, KernelPCA, autoencoder\n\n" + table
+    )
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
