@@ -21,7 +21,10 @@ training rows:
   FIF's learning rate and weight decay, FIF's batch size, gradient clipping,
   maximum epochs, validation fraction and patience, best validation weights
   restored. It stops on validation reconstruction error (it has no
-  likelihood); FIF stops on validation likelihood.
+  likelihood); FIF stops on validation likelihood. Without a validation
+  split (``--fif-params '{"validation_fraction": null}'``) both train on all
+  rows, stop on their training loss and keep the last epoch, as the engine
+  does.
 
 Measured on the held-out rows:
 
@@ -49,7 +52,8 @@ Tables:
   ``--max-rows`` of them (a random subset), standardised on the training
   part.
 
-Every table is split 75/25 into training and test rows with ``--seed``.
+Every table is split 75/25 into training and test rows with each of ``--seeds``
+(which also seed the row subset, the models and the KernelPCA grid's split).
 torch runs on one thread.
 
 Usage::
@@ -67,6 +71,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -180,7 +185,10 @@ class Autoencoder:
         self.scale_ = np.where(std > 0, std, 1.0)
         rows = torch.as_tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
         order = rng.permutation(len(rows))
-        n_valid = round(ref.validation_fraction * len(rows))
+        # As the engine: without a validation split, all rows train, the
+        # training loss is monitored and the last epoch's weights are kept.
+        use_validation = bool(ref.validation_fraction)
+        n_valid = round(ref.validation_fraction * len(rows)) if use_validation else 0
         valid, train = rows[order[:n_valid]], rows[order[n_valid:]]
         D, d = X.shape[1], ref.n_components
         self.encoder = default_encoder(D, d, ref.hidden_dims, ref.activation, ref.n_residual_blocks)
@@ -193,6 +201,7 @@ class Autoencoder:
         for _epoch in range(ref.max_epochs):
             self.encoder.train()
             self.decoder.train()
+            losses = []
             for batch in train[torch.randperm(len(train))].split(batch_size):
                 noisy = batch + ref.noise_std * torch.randn_like(batch)
                 loss = ref.beta * (noisy - self.decoder(self.encoder(noisy))).pow(2).sum(1).mean()
@@ -201,20 +210,25 @@ class Autoencoder:
                 if ref.gradient_clip is not None:
                     torch.nn.utils.clip_grad_norm_(parameters, ref.gradient_clip)
                 optimiser.step()
+                losses.append(loss.item() * len(batch))
             self.n_iter_ += 1
-            valid_loss = float(self._squared_error(valid).mean())
-            if not np.isfinite(valid_loss):
+            monitored = float(self._squared_error(valid).mean()) if use_validation else sum(losses) / len(train)
+            if not np.isfinite(monitored):
                 raise FloatingPointError(f"autoencoder diverged at epoch {self.n_iter_}")
-            if valid_loss < best:
-                best, since_best, self.best_epoch_ = valid_loss, 0, self.n_iter_
-                best_state = [p.detach().clone() for p in parameters]
+            if monitored < best:
+                best, since_best, self.best_epoch_ = monitored, 0, self.n_iter_
+                if use_validation:
+                    best_state = [p.detach().clone() for p in parameters]
             else:
                 since_best += 1
                 if ref.patience is not None and since_best >= ref.patience:
                     break
-        with torch.no_grad():
-            for parameter, value in zip(parameters, best_state, strict=True):
-                parameter.copy_(value)
+        if best_state is not None:
+            with torch.no_grad():
+                for parameter, value in zip(parameters, best_state, strict=True):
+                    parameter.copy_(value)
+        else:
+            self.best_epoch_ = self.n_iter_
         return self
 
     @torch.no_grad()
@@ -244,10 +258,10 @@ def downstream_accuracy(codes_train: np.ndarray, codes_test: np.ndarray, data: d
     return float(classifier.score(codes_test, data["y_test"]))
 
 
-def run_one(name: str, data: dict, d: int, seed: int, max_epochs: int | None) -> dict:
+def run_one(name: str, data: dict, d: int, seed: int, overrides: dict) -> dict:
+    """Fit the four methods with latent width ``d``; ``overrides`` are FIF hyperparameters (the AE follows them)."""
     X_train, X_test = data["X_train"], data["X_test"]
-    overrides = {} if max_epochs is None else {"max_epochs": max_epochs}
-    record: dict = {"dataset": name, "n_features": X_train.shape[1], "n_train": len(X_train), "d": d}
+    record: dict = {"dataset": name, "seed": seed, "n_features": X_train.shape[1], "n_train": len(X_train), "d": d}
     fitted: dict = {}
 
     start = time.perf_counter()
@@ -299,22 +313,32 @@ def _cell(value: float | None, best: bool = False, digits: int = 4) -> str:
     return f"**{text}**" if best else text
 
 
+def _settings_line(config: dict) -> str:
+    overrides = config.get("fif_overrides") or {}
+    changed = {key: value for key, value in overrides.items() if key != "max_epochs"}
+    what = f"FIF overridden with {json.dumps(changed)}" if changed else "FIF: defaults"
+    return (
+        f"{what} (max_epochs {config['fif_max_epochs']}, patience {config['patience']}, "
+        f"validation_fraction {config.get('validation_fraction', 0.1)}); "
+    )
+
+
 def markdown(records: list[dict], command: str, config: dict) -> str:
     lines = [
         f"Command: `{command}`",
         "",
         (
             f"skflow {config['skflow']}, torch {config['torch']}, scikit-learn {config['sklearn']}; "
-            f"seed {config['seed']}; ADBench tables: inlier rows, at most {config['max_rows']}, "
+            f"seeds {', '.join(map(str, config['seeds']))}; ADBench tables: inlier rows, at most {config['max_rows']}, "
             "75/25 split, standardised on the training part; digits in raw pixel units. "
-            f"FIF: defaults (max_epochs {config['fif_max_epochs']}, patience {config['patience']}); "
-            "the autoencoder uses FIF's networks and training settings. Bold: best in the row."
+            + _settings_line(config)
+            + "the autoencoder uses FIF's networks and training settings. Bold: best in the row."
         ),
         "",
         "## Held-out reconstruction MSE per feature (lower is better)",
         "",
-        "| table | D | n_train | d | FIF | PCA | KernelPCA | AE | FIF < PCA | FIF < AE |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| table | D | n_train | d | seed | FIF | PCA | KernelPCA | AE | FIF < PCA | FIF < AE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     wins_pca = wins_ae = 0
     for r in records:
@@ -325,7 +349,7 @@ def markdown(records: list[dict], command: str, config: dict) -> str:
         wins_pca += below_pca
         wins_ae += below_ae
         lines.append(
-            f"| {r['dataset']} | {r['n_features']} | {r['n_train']} | {r['d']} | "
+            f"| {r['dataset']} | {r['n_features']} | {r['n_train']} | {r['d']} | {r['seed']} | "
             + " | ".join(cells)
             + f" | {'yes' if below_pca else 'no'} | {'yes' if below_ae else 'no'} |"
         )
@@ -343,15 +367,15 @@ def markdown(records: list[dict], command: str, config: dict) -> str:
             "d-dimensional density of the projection (not comparable with full-dimensional densities)."
         ),
         "",
-        "| table | d | FIF | PCA (probabilistic) | FIF on-manifold | FIF epochs (best) | AE epochs (best) |",
-        "|---|---|---|---|---|---|---|",
+        "| table | d | seed | FIF | PCA (probabilistic) | FIF on-manifold | FIF epochs (best) | AE epochs (best) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     wins_loglik = 0
     for r in records:
         fif_better = r["fif_loglik"] > r["pca_loglik"]
         wins_loglik += fif_better
         lines.append(
-            f"| {r['dataset']} | {r['d']} | {_cell(r['fif_loglik'], fif_better)} | "
+            f"| {r['dataset']} | {r['d']} | {r['seed']} | {_cell(r['fif_loglik'], fif_better)} | "
             f"{_cell(r['pca_loglik'], not fif_better)} | {_cell(r['fif_manifold_loglik'])} | "
             f"{r['fif_epochs']} ({r['fif_best_epoch']}) | {r['ae_epochs']} ({r['ae_best_epoch']}) |"
         )
@@ -362,24 +386,28 @@ def markdown(records: list[dict], command: str, config: dict) -> str:
             "",
             "## Downstream LogisticRegression accuracy on the codes (test rows)",
             "",
-            "| table | d | FIF | PCA | KernelPCA | AE | raw features |",
-            "|---|---|---|---|---|---|---|",
+            "| table | d | seed | FIF | PCA | KernelPCA | AE | raw features |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in labelled:
             values = {m: r[f"{m}_accuracy"] for m in METHODS}
             best = max(values.values())
             cells = [_cell(values[m], values[m] == best, 3) for m in METHODS]
-            lines.append(f"| {r['dataset']} | {r['d']} | " + " | ".join(cells) + f" | {_cell(r['raw_accuracy'])} |")
+            lines.append(
+                f"| {r['dataset']} | {r['d']} | {r['seed']} | "
+                + " | ".join(cells)
+                + f" | {_cell(r['raw_accuracy'], digits=3)} |"
+            )
     lines += [
         "",
         "## Fit times (seconds, shared machine: compare within a row only)",
         "",
-        "| table | d | FIF | PCA | KernelPCA (incl. grid) | AE | KernelPCA gamma factor, alpha |",
-        "|---|---|---|---|---|---|---|",
+        "| table | d | seed | FIF | PCA | KernelPCA (incl. grid) | AE | KernelPCA gamma factor, alpha |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
         lines.append(
-            f"| {r['dataset']} | {r['d']} | {r['fif_seconds']:.1f} | {r['pca_seconds']:.2f} | "
+            f"| {r['dataset']} | {r['d']} | {r['seed']} | {r['fif_seconds']:.1f} | {r['pca_seconds']:.2f} | "
             f"{r['kpca_seconds']:.1f} | {r['ae_seconds']:.1f} | {r['kpca_gamma_factor']:g}, {r['kpca_alpha']:g} |"
         )
     return "\n".join(lines) + "\n"
@@ -395,24 +423,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 4, 8], help="latent widths d")
     parser.add_argument("--max-rows", type=int, default=3000, help="cap on ADBench inlier rows (random subset)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override FIF's (and the AE's) max_epochs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fif-params",
+        default="{}",
+        help="JSON of FIF hyperparameters overriding the defaults, e.g. '{\"validation_fraction\": null}' "
+        "(an ablation, not the defaults); the autoencoder follows the training settings among them",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="split, subset and model seeds")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only rewrite the markdown (and table_markdown) of an existing results JSON",
+    )
     parser.add_argument(
         "--output", type=Path, default=RESULTS / "dimensionality_reduction", help="path without suffix (.json, .md)"
     )
     return parser.parse_args(argv)
 
 
+def write(output: Path, payload: dict) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    output.with_suffix(".md").write_text(
+        "# Dimensionality reduction: FIF against PCA, KernelPCA, autoencoder\n\n" + payload["table_markdown"]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render is not None:
+        # Same numbers, current report layout (records from runs before the
+        # seed field existed carry the run's single seed in the config).
+        payload = json.loads(args.render.read_text())
+        config = payload["config"]
+        config.setdefault("seeds", [config.get("seed", 0)])
+        config.setdefault("command", payload["table_markdown"].splitlines()[0].removeprefix("Command: `").rstrip("`"))
+        for record in payload["records"]:
+            record.setdefault("seed", config["seeds"][0])
+        payload["table_markdown"] = markdown(payload["records"], config["command"], config)
+        write(args.render.with_suffix(""), payload)
+        print(payload["table_markdown"])
+        return
     torch.set_num_threads(1)
-    reference = InjectiveFlowEstimator(**({} if args.max_epochs is None else {"max_epochs": args.max_epochs}))
+    overrides = json.loads(args.fif_params)
+    if args.max_epochs is not None:
+        overrides["max_epochs"] = args.max_epochs
+    reference = InjectiveFlowEstimator(**overrides)
+    command = shlex.join(["python", "benchmarks/dimensionality_reduction.py", *sys.argv[1:]])
     config = {
+        "command": command,
         "datasets": args.datasets,
         "dims": args.dims,
         "max_rows": args.max_rows,
-        "seed": args.seed,
+        "seeds": args.seeds,
+        "fif_overrides": overrides,
         "fif_max_epochs": reference.max_epochs,
+        "validation_fraction": reference.validation_fraction,
         "patience": reference.patience,
         "kpca_gamma_factors": KPCA_GAMMA_FACTORS,
         "kpca_alphas": KPCA_ALPHAS,
@@ -422,32 +490,27 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "load_average_at_start": os.getloadavg(),
     }
-    command = "python benchmarks/dimensionality_reduction.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     records = []
     start = time.perf_counter()
     for name in args.datasets:
-        X, y, standardise = load_table(name, args.data_dir, args.max_rows, args.seed)
-        data = split(X, y, standardise, args.seed)
-        for d in args.dims:
-            record = run_one(name, data, d, args.seed, args.max_epochs)
-            records.append(record)
-            print(
-                f"{name} d={d}: mse fif {record['fif_mse']:.4g} pca {record['pca_mse']:.4g} "
-                f"kpca {record['kpca_mse']:.4g} ae {record['ae_mse']:.4g}; loglik fif {record['fif_loglik']:.4g} "
-                f"pca {record['pca_loglik']:.4g}; fif {record['fif_seconds']:.0f}s ({record['fif_epochs']} ep), "
-                f"ae {record['ae_seconds']:.0f}s ({record['ae_epochs']} ep)",
-                flush=True,
-            )
+        for seed in args.seeds:
+            X, y, standardise = load_table(name, args.data_dir, args.max_rows, seed)
+            data = split(X, y, standardise, seed)
+            for d in args.dims:
+                record = run_one(name, data, d, seed, overrides)
+                records.append(record)
+                print(
+                    f"{name} d={d} seed={seed}: mse fif {record['fif_mse']:.4g} pca {record['pca_mse']:.4g} "
+                    f"kpca {record['kpca_mse']:.4g} ae {record['ae_mse']:.4g}; loglik fif {record['fif_loglik']:.4g} "
+                    f"pca {record['pca_loglik']:.4g}; fif {record['fif_seconds']:.0f}s ({record['fif_epochs']} ep), "
+                    f"ae {record['ae_seconds']:.0f}s ({record['ae_epochs']} ep)",
+                    flush=True,
+                )
     config["total_seconds"] = time.perf_counter() - start
     config["load_average_at_end"] = os.getloadavg()
-    table = markdown(records, command, config)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": config, "records": records, "table_markdown": table}
-    args.output.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    args.output.with_suffix(".md").write_text(
-        "# Dimensionality reduction: FIF against PCA, KernelPCA, autoencoder\n\n" + table
-    )
-    print(table)
+    payload = {"config": config, "records": records, "table_markdown": markdown(records, command, config)}
+    write(args.output, payload)
+    print(payload["table_markdown"])
 
 
 if __name__ == "__main__":
