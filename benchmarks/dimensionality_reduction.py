@@ -99,8 +99,8 @@ RESULTS = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "adbench"
 LABELLED = ("digits", "breast_cancer")
 DEFAULT_DATASETS = ["digits", "breast_cancer", "satellite", "SpamBase", "Waveform", "letter", "musk"]
-KPCA_GAMMA_FACTORS = (0.1, 0.3, 1.0, 3.0)
-KPCA_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
+KPCA_GAMMA_FACTORS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+KPCA_ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 METHODS = ("fif", "pca", "kpca", "ae")
 
 
