@@ -54,7 +54,7 @@ extensions = [
 
 templates_path = ["_templates"]
 # benchmarks_adbench.rst is pulled into benchmarks.rst with ``.. include::``.
-exclude_patterns = ["_build", "benchmarks_adbench.rst", "benchmarks_speed.rst"]
+exclude_patterns = ["_build", "benchmarks_adbench.rst", "benchmarks_speed.rst", "benchmarks_dimred.rst"]
 root_doc = "index"
 default_role = "literal"
 
