@@ -72,6 +72,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -510,6 +511,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _commit() -> str | None:
+    """The checked-out commit, so a result says which code produced it."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def write(output: Path, payload: dict) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
@@ -553,6 +564,7 @@ def main(argv: list[str] | None = None) -> None:
         "kpca_gamma_factors": args.kpca_gamma_factors,
         "kpca_alphas": args.kpca_alphas,
         "skflow": skflow.__version__,
+        "commit": _commit(),
         "torch": torch.__version__,
         "sklearn": sklearn.__version__,
         "python": platform.python_version(),
