@@ -147,7 +147,9 @@ def run(
     flow_params: dict | None = None,
     data_dir: Path = DATA,
     whitened_start: bool = False,
+    partial: Path | None = None,
 ) -> list[dict]:
+    """One result row per table; with ``partial``, the rows so far are written there after every table."""
     rows = []
     for name in datasets:
         X = load_normal_rows(name, max_rows, seed, data_dir)
@@ -172,6 +174,8 @@ def run(
             },
         }
         rows.append(row)
+        if partial is not None:  # a long run stopped midway keeps the tables it finished
+            partial.write_text(json.dumps(rows, indent=2))
         print(
             f"{name}: realnvp {row['realnvp']['mean']:.2f} ({flow_seconds:.0f} s, {flow.n_iter_} epochs)  "
             f"gmm {row['gmm']['mean']:.2f} ({row['gmm']['config']}, {mixture_seconds:.0f} s)",
@@ -188,12 +192,17 @@ def markdown(rows: list[dict]) -> str:
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
+
+    def number(value: float | None, digits: int) -> str:
+        return "" if value is None else f"{value:.{digits}f}"  # None: not recorded
+
     for r in rows:
         f, g = r["realnvp"], r["gmm"]
         lines.append(
             f"| {r['dataset']} | {r['n_train']} | {r['n_features']} | {r.get('n_dequantized', '')} "
-            f"| {f['mean']:.2f} | {f['q01']:.2f} | {f['min']:.1f} | {g['mean']:.2f} | {g['q01']:.2f} | {g['min']:.1f} "
-            f"| {g['config']} | {f['mean'] - g['mean']:+.2f} | {f['seconds']:.1f} | {f['epochs']} | {g['seconds']:.1f} |"
+            f"| {f['mean']:.2f} | {number(f['q01'], 2)} | {number(f['min'], 1)} | {g['mean']:.2f} "
+            f"| {number(g['q01'], 2)} | {number(g['min'], 1)} | {g['config']} | {f['mean'] - g['mean']:+.2f} "
+            f"| {number(f['seconds'], 1)} | {f['epochs']} | {number(g['seconds'], 1)} |"
         )
     losses = [r["dataset"] for r in rows if not r["realnvp"]["mean"] > r["gmm"]["mean"]]
     lines.append(
@@ -219,29 +228,23 @@ def main() -> None:
         help="experiment: start the flow at the full-covariance Gaussian (see WhitenedStartRealNVP)",
     )
     parser.add_argument("--output", default="adbench_density", help="basename of the result files")
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        type=Path,
-        help="result JSONs of earlier runs with the same settings on disjoint tables (e.g. run in parallel) "
-        "to write as one report instead of running; the other options must match those runs",
-    )
     args = parser.parse_args()
-    if args.merge:
-        order = {name: index for index, name in enumerate(all_datasets(args.data_dir))}
-        rows = sorted(
-            (row for path in args.merge for row in json.loads(path.read_text())), key=lambda row: order[row["dataset"]]
-        )
-        write_report(rows, args)
-        return
     if not args.data_dir.is_dir():
         raise SystemExit(
             f"Expected the ADBench data in {args.data_dir} (../shared/data/adbench beside the repository); "
             "pass --data-dir."
         )
     datasets = args.datasets or all_datasets(args.data_dir)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     rows = run(
-        datasets, args.max_rows, args.seed, tuple(args.components), args.flow_params, args.data_dir, args.whitened_start
+        datasets,
+        args.max_rows,
+        args.seed,
+        tuple(args.components),
+        args.flow_params,
+        args.data_dir,
+        args.whitened_start,
+        partial=RESULTS / f"{args.output}.json",
     )
     write_report(rows, args)
 
