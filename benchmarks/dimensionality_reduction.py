@@ -60,6 +60,10 @@ Usage::
 
     python benchmarks/dimensionality_reduction.py                   # full run
     python benchmarks/dimensionality_reduction.py --datasets Waveform --dims 2 --max-epochs 20  # smoke run
+    python benchmarks/dimensionality_reduction.py --datasets breast_cancer --seeds 0 1 2     # several splits
+    python benchmarks/dimensionality_reduction.py --fif-params '{"validation_fraction": null}'  # an ablation
+    python benchmarks/dimensionality_reduction.py --methods fif pca --fif-init pca            # FIF started at PCA
+    python benchmarks/dimensionality_reduction.py --render benchmarks/results/dimensionality_reduction.json
 
 Writes ``benchmarks/results/dimensionality_reduction.{json,md}`` (or
 ``--output``) and prints the markdown.
