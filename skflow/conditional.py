@@ -50,21 +50,24 @@ def _default_regression_flow(n_rows: int) -> FlowEstimator:
     knots the context moves, flexible enough for skewed, heteroscedastic
     and bimodal conditionals (an affine flow of one target is a Gaussian).
     Sized for the small tables regression often has (a few hundred rows):
-    batches of 64 below 1,000 rows, so an epoch of 100 rows is 2 steps
-    rather than 1 and early stopping (patience 30) sees the model move;
-    light weight decay and noise regularisation (0.05 standard deviations)
-    against memorising a small table. ``benchmarks/conditional.py`` measures
-    these defaults on five tables of 100 to 1,500 rows.
+    below 1,000 rows, batches of 64, so an epoch of 100 rows is 2 steps
+    rather than 1 and early stopping (patience 30) sees the model move, and
+    noise regularisation of 0.1 standard deviations against memorising the
+    table; from 1,000 rows, batches of 256 and noise of 0.05 (noise blurs
+    sharp conditionals, which large tables can resolve); light weight decay
+    throughout. ``benchmarks/conditional.py`` measures these defaults on
+    five tables of 100 to 1,500 rows.
     """
+    small = n_rows < 1000
     from .spline import NeuralSplineDensity
 
     return NeuralSplineDensity(
         n_layers=4,
         hidden_dims=(64, 64),
-        batch_size=64 if n_rows < 1000 else 256,
+        batch_size=64 if small else 256,
         patience=30,
         weight_decay=1e-4,
-        noise_std=0.05,
+        noise_std=0.1 if small else 0.05,
         dequantize=False,
         random_state=0,
     )
@@ -249,9 +252,9 @@ class FlowRegressor(RegressorMixin, _ConditionalFlowEstimator):
         ``random_state``, ``device``, ...), used unfitted as a template.
         Any exact family or continuous one; None uses
         ``NeuralSplineDensity(n_layers=4, hidden_dims=(64, 64),
-        batch_size=64 if n_samples < 1000 else 256, patience=30,
-        weight_decay=1e-4, noise_std=0.05, dequantize=False,
-        random_state=0)``: sized for small tables (see the user guide's
+        patience=30, weight_decay=1e-4, dequantize=False, random_state=0)``
+        with ``batch_size=64, noise_std=0.1`` below 1,000 rows and
+        ``batch_size=256, noise_std=0.05`` from 1,000 rows: sized for small tables (see the user guide's
         benchmark). An affine family (RealNVP, MAF, Glow) on a single
         target gives a Gaussian with mean and spread depending on ``x``
         (plus, with ``n_base_components > 1``, a mixture whose weights
