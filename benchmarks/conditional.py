@@ -326,6 +326,32 @@ def markdown(regression: list[dict], classification: list[dict], command: str, s
     return "\n".join(lines) + "\n"
 
 
+def combine(regression_json: str, classification_json: str, output: Path) -> None:
+    """One report from two runs: the regression part of one and the classification part of the other."""
+    regression_run = json.loads(Path(regression_json).read_text())
+    classification_run = json.loads(Path(classification_json).read_text())
+    if regression_run["seeds"] != classification_run["seeds"]:
+        raise ValueError("the two runs used different splits")
+    command = (
+        f"{regression_run['command']}` (regression) and `{classification_run['command']}` (classification), "
+        f"merged by `--combine"
+    )
+    table = markdown(
+        regression_run["regression"], classification_run["classification"], command, regression_run["seeds"]
+    )
+    print(table)
+    payload = {
+        "command": command,
+        "seeds": regression_run["seeds"],
+        "quick": regression_run["quick"] or classification_run["quick"],
+        "regression": regression_run["regression"],
+        "classification": classification_run["classification"],
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    output.with_suffix(".md").write_text(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few epochs, smaller diamonds sample: a smoke run")
@@ -338,7 +364,16 @@ def main() -> None:
         help="interpreter of an environment with NGBoost (default: $SKFLOW_NGBOOST_PYTHON or /work/scratch/ngb)",
     )
     parser.add_argument("--output", default=str(RESULTS / "conditional"))
+    parser.add_argument(
+        "--combine",
+        nargs=2,
+        metavar=("REGRESSION_JSON", "CLASSIFICATION_JSON"),
+        help="write one report from the regression rows of one run's JSON and the classification rows of another's",
+    )
     args = parser.parse_args()
+    if args.combine:
+        combine(*args.combine, Path(args.output))
+        return
     seeds = list(range(args.seed, args.seed + args.seeds))
     regression = run_regression(args.quick, seeds, args.ngboost_python) if args.part in ("all", "regression") else []
     classification = run_classification(args.quick, seeds) if args.part in ("all", "classification") else []
@@ -347,7 +382,13 @@ def main() -> None:
     print(table)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"seeds": seeds, "quick": args.quick, "regression": regression, "classification": classification}
+    payload = {
+        "command": command.strip(),
+        "seeds": seeds,
+        "quick": args.quick,
+        "regression": regression,
+        "classification": classification,
+    }
     output.with_suffix(".json").write_text(json.dumps(payload, indent=2))
     output.with_suffix(".md").write_text(table)
 
