@@ -557,7 +557,7 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
         ``P(k | x) ~ pi_k p(x | k)^(1/T)``, with ``T`` fitted after training
         by minimising the log-loss on the rows the training engine held out
         for early stopping (``validation_fraction`` of each class; no flow
-        trained on them). Flows fitted to a few hundred rows in tens of
+        trained on them, they only chose the epoch kept). Flows fitted to a few hundred rows in tens of
         dimensions overstate how much more likely a row is under one class
         than another, and ``T`` (usually above 1) scales that back: the
         usual post-hoc temperature scaling of a classifier's logits, here
