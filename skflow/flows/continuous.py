@@ -123,6 +123,13 @@ class TimeConditionedMLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(widths[i] + extra, widths[i + 1]) for i in range(len(widths) - 1))
         self.activations = nn.ModuleList(activation_class() for _ in hidden_dims)
 
+    def _side(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
+        """The columns concatenated to every layer's input: time (and context)."""
+        n_rows = z.shape[0]
+        t = t.to(dtype=z.dtype, device=z.device)
+        time_column = t.reshape(-1, 1).expand(n_rows, 1) if t.numel() == 1 else t.reshape(n_rows, 1)
+        return time_column if context is None else torch.cat([time_column, context], dim=1)
+
     def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Evaluate the field.
 
@@ -137,16 +144,87 @@ class TimeConditionedMLP(nn.Module):
         -------
         dz_dt : Tensor of shape (n, d)
         """
-        n_rows = z.shape[0]
-        t = t.to(dtype=z.dtype, device=z.device)
-        time_column = t.reshape(-1, 1).expand(n_rows, 1) if t.numel() == 1 else t.reshape(n_rows, 1)
-        side = time_column if context is None else torch.cat([time_column, context], dim=1)
+        side = self._side(t, z, context)
         h = z
         for index, layer in enumerate(self.layers):
             h = layer(torch.cat([h, side], dim=1))
             if index < len(self.activations):
                 h = self.activations[index](h)
         return h
+
+    @property
+    def has_closed_form_trace(self) -> bool:
+        """Whether :meth:`velocity_and_trace` applies (one or two hidden layers)."""
+        return len(self.activations) in (1, 2)
+
+    def velocity_and_trace(
+        self, t: Tensor, z: Tensor, context: Tensor | None = None, create_graph: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The field and the exact trace of its Jacobian ``df/dz``, without ``d`` backward passes.
+
+        With ``s_k = phi'(a_k)`` the activation slopes at hidden layer ``k``
+        and ``W_k`` each layer's weight restricted to the columns of the
+        previous layer's output (not the time or context columns), the
+        Jacobian of a network with two hidden layers is
+        ``W_3 diag(s_2) W_2 diag(s_1) W_1``, whose trace is
+        ``sum_ab s_2[a] W_2[a, b] s_1[b] (W_1 W_3)[b, a]``: one
+        ``(n, h_2) @ (h_2, h_1)`` product per evaluation instead of ``d``
+        vector-Jacobian products through the whole network (with one hidden
+        layer, ``sum_b s_1[b] (W_1 W_2)[b, b]``). The slopes come from
+        autograd through the activations alone, so any smooth activation
+        works.
+
+        Parameters
+        ----------
+        t, z, context
+            As in :meth:`forward`.
+        create_graph : bool, default=False
+            Keep the trace differentiable (training through it).
+
+        Returns
+        -------
+        velocity : Tensor of shape (n, d)
+        trace : Tensor of shape (n,)
+
+        Raises
+        ------
+        ValueError
+            If the network has more than two hidden layers (see
+            :attr:`has_closed_form_trace`).
+        """
+        if not self.has_closed_form_trace:
+            raise ValueError(
+                f"The closed-form trace needs one or two hidden layers, this field has {len(self.activations)}."
+            )
+        side = self._side(t, z, context)
+        h = z
+        slopes = []
+        with torch.enable_grad():
+            for index, layer in enumerate(self.layers):
+                pre = layer(torch.cat([h, side], dim=1))
+                if index == len(self.activations):
+                    h = pre
+                    break
+                if not pre.requires_grad:  # parameters frozen and z constant: slopes still need a graph
+                    pre = pre.detach().requires_grad_(True)
+                h = self.activations[index](pre)
+                (slope,) = torch.autograd.grad(h, pre, torch.ones_like(h), create_graph=create_graph, retain_graph=True)
+                slopes.append(slope)
+        # Weights restricted to the columns that carry the state through the
+        # network (the time/context columns do not depend on z).
+        weights = [layer.weight[:, : layer.in_features - self.side_width] for layer in self.layers]
+        if len(slopes) == 1:
+            diagonal = (weights[0] * weights[1].T).sum(dim=1)  # diag(W_1 W_2), shape (h_1,)
+            trace = slopes[0] @ diagonal
+        else:
+            coupling = weights[1] * (weights[0] @ weights[2]).T  # (h_2, h_1)
+            trace = ((slopes[1] @ coupling) * slopes[0]).sum(dim=1)
+        return h, trace
+
+    @property
+    def side_width(self) -> int:
+        """Columns appended to every layer's input: the time and the context."""
+        return 1 + self.n_context
 
 
 @dataclass
@@ -248,6 +326,18 @@ class ODEDynamics(nn.Module):
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
+            if (
+                self.trace_mode == "exact"
+                and not self.regularise
+                and getattr(self.field, "has_closed_form_trace", False)
+            ):
+                # Without the Frobenius norm (not regularising), the field's
+                # closed-form trace replaces d backward passes: exact, and
+                # about two orders of magnitude cheaper in 64 dimensions.
+                velocity, trace = self.field.velocity_and_trace(t, z, self.context, create_graph)
+                if not create_graph:
+                    velocity, trace = velocity.detach(), trace.detach()
+                return velocity, trace
             velocity = self.field(t, z, self.context)
             if self.trace_mode == "exact":
                 trace, frobenius = self._exact_trace(velocity, z, create_graph)
