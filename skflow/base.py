@@ -781,6 +781,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 n_threads=self.n_threads,
                 accelerator=accelerator,
                 optimizer_state=optimizer_state,
+                # A family that declares the hyperparameter (flow matching)
+                # chooses its schedule; the others train at a constant lr.
+                lr_schedule=getattr(self, "lr_schedule", "constant"),
             )
         return model, result
 

@@ -30,6 +30,7 @@ adapts it to density models, which have no targets:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import signal
 import threading
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import ShuffleSplit
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, GradientNormClipping, LRScheduler, ProgressBar
 from skorch.dataset import Dataset
 from skorch.hf import AccelerateMixin
 from skorch.history import DistributedHistory
@@ -755,6 +756,18 @@ class TrainingResult:
     validation_index: np.ndarray | None = None
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def cosine_factor(epoch: int, max_epochs: int) -> float:
+    """Learning-rate multiplier of epoch ``epoch`` (0-based) under a cosine decay over ``max_epochs``.
+
+    1 in the first epoch, falling as ``(1 + cos(pi * epoch / max_epochs)) / 2``
+    towards 0 at the end of training.
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / max_epochs))
+
+
 def _silent(*args: Any, **kwargs: Any) -> None:
     """A skorch sink that prints nothing."""
 
@@ -805,6 +818,7 @@ def train_model(
     n_threads: int | None = None,
     accelerator: Any = None,
     optimizer_state: dict | None = None,
+    lr_schedule: str = "constant",
 ) -> TrainingResult:
     """Train ``model`` (a :class:`~skflow.flows.core.FlowModel`) on rows ``X``.
 
@@ -863,6 +877,11 @@ def train_model(
     optimizer_state : dict or None
         State of an earlier run's optimiser (``TrainingResult.optimizer_state``)
         to continue from; None starts a fresh one.
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        "cosine" multiplies ``lr`` by :func:`cosine_factor` after each epoch,
+        decaying it towards 0 at ``max_epochs`` (early stopping may end the
+        run sooner). Each call starts the schedule afresh at ``lr``; a call
+        of a single epoch (``partial_fit``) trains at ``lr``.
 
     Returns
     -------
@@ -933,6 +952,16 @@ def train_model(
         engine_callbacks.append(("progress_report", ProgressReport(max_epochs, monitor, sink=say)))
     if verbose >= 3 and say is print:
         engine_callbacks.append(("progress_bar", ProgressBar()))
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+    if lr_schedule == "cosine" and max_epochs > 1:
+        schedule = LRScheduler(
+            torch.optim.lr_scheduler.LambdaLR,
+            lr_lambda=functools.partial(cosine_factor, max_epochs=max_epochs),
+            step_every="epoch",
+            event_name=None,
+        )
+        engine_callbacks.append(("lr_schedule", schedule))
     user_callbacks = [(f"user_{i}", callback) for i, callback in enumerate(callbacks or ())]
 
     settings: dict[str, Any] = {}

@@ -155,6 +155,10 @@ def test_bad_parameters_raise(moons) -> None:
         fast_flow_matching(solver="euler").fit(moons[0][:50])
     with pytest.raises(ValueError, match="sigma_min"):
         fast_flow_matching(sigma_min=1.5).fit(moons[0][:50])
+    with pytest.raises(ValueError, match="hidden_dims"):
+        fast_flow_matching(hidden_dims="wide").fit(moons[0][:50])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fast_flow_matching(lr_schedule="linear").fit(moons[0][:50])
     with pytest.raises(ValueError):
         fast_cnf().fit(np.array([[0.0, np.inf], [1.0, 2.0], [0.5, 0.1]]))
 
@@ -173,3 +177,30 @@ def test_default_solver_scores_do_not_depend_on_the_batch(family) -> None:
     together = fitted.score_samples(rows)
     one_by_one = np.array([fitted.score_samples(row[None])[0] for row in rows])
     assert np.allclose(together, one_by_one, rtol=0, atol=1e-9)
+
+
+def test_flow_matching_auto_width_scales_with_the_features() -> None:
+    estimator = FlowMatchingDensity()
+    assert estimator.hidden_dims == "auto" and estimator.lr_schedule == "cosine"
+    for n_features, width in ((2, 128), (16, 128), (20, 160), (64, 512)):
+        layers = estimator.build_model(n_features).dynamics.field.layers
+        assert [layer.out_features for layer in layers] == [width, width, n_features]
+    explicit = FlowMatchingDensity(hidden_dims=[32]).build_model(64).dynamics.field.layers
+    assert [layer.out_features for layer in explicit] == [32, 64]
+
+
+def test_flow_matching_fit_decays_the_learning_rate(moons) -> None:
+    from skorch.callbacks import Callback
+
+    class RecordRates(Callback):
+        def __init__(self) -> None:
+            self.rates: list[float] = []
+
+        def on_epoch_begin(self, net, **kwargs) -> None:
+            self.rates.append(net.optimizer_.param_groups[0]["lr"])
+
+    for schedule, lr in (("cosine", 0.01), ("constant", 0.02)):
+        recorder = RecordRates()
+        fast_flow_matching(max_epochs=4, lr=lr, lr_schedule=schedule, callbacks=[recorder]).fit(moons[0][:200])
+        factors = [(1 + np.cos(np.pi * epoch / 4)) / 2 if schedule == "cosine" else 1.0 for epoch in range(4)]
+        np.testing.assert_allclose(recorder.rates, lr * np.array(factors), rtol=1e-12)

@@ -153,6 +153,48 @@ def test_user_callbacks_are_called() -> None:
     assert counter.epochs == 4
 
 
+class RecordLearningRates(Callback):
+    def initialize(self):
+        self.rates: list[float] = []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.rates.append(net.optimizer_.param_groups[0]["lr"])
+
+
+def test_cosine_schedule_decays_the_learning_rate_each_epoch() -> None:
+    epochs, lr = 6, 0.05
+    recorder = RecordLearningRates()
+    train_model(
+        PoisonAfter(10**9),
+        _gaussian_rows(),
+        max_epochs=epochs,
+        batch_size=50,
+        lr=lr,
+        patience=None,
+        callbacks=[recorder],
+        lr_schedule="cosine",
+    )
+    expected = [lr * (1 + math.cos(math.pi * epoch / epochs)) / 2 for epoch in range(epochs)]
+    np.testing.assert_allclose(recorder.rates, expected, rtol=1e-12)
+    assert recorder.rates[-1] < 0.1 * lr
+    # The default keeps the rate; one epoch (partial_fit) trains at lr; a typo is refused.
+    for schedule, n_epochs in (("constant", 3), ("cosine", 1)):
+        constant = RecordLearningRates()
+        train_model(
+            PoisonAfter(10**9),
+            _gaussian_rows(),
+            max_epochs=n_epochs,
+            batch_size=50,
+            lr=lr,
+            callbacks=[constant],
+            lr_schedule=schedule,
+        )
+        assert constant.rates == [lr] * n_epochs
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_model(PoisonAfter(10**9), _gaussian_rows(), max_epochs=2, batch_size=50, lr=lr, lr_schedule="linear")
+
+
 def test_jitter_only_in_training_and_within_half_width() -> None:
     rows = torch.round(_gaussian_rows(100) * 4)  # integer valued
     model = RecordInputs()
