@@ -43,7 +43,7 @@ class _ContinuousFlowEstimator(FlowEstimator):
     if TYPE_CHECKING:  # the fitted model's class (see FlowEstimator)
         model_: ContinuousFlow = dataclasses.field(init=False)
 
-    hidden_dims: tuple = (64, 64)
+    hidden_dims: tuple | str = (64, 64)  # a string only where a family allows one ("auto")
     activation: str = "tanh"
     solver: str = "dopri5"
     rtol: float = 1e-4

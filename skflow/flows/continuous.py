@@ -212,7 +212,7 @@ class TimeConditionedMLP(nn.Module):
                 slopes.append(slope)
         # Weights restricted to the columns that carry the state through the
         # network (the time/context columns do not depend on z).
-        weights = [layer.weight[:, : layer.in_features - self.side_width] for layer in self.layers]
+        weights = [layer.weight[:, : layer.in_features - self.side_width] for layer in self._linear_layers()]
         if len(slopes) == 1:
             diagonal = (weights[0] * weights[1].T).sum(dim=1)  # diag(W_1 W_2), shape (h_1,)
             trace = slopes[0] @ diagonal
@@ -220,6 +220,9 @@ class TimeConditionedMLP(nn.Module):
             coupling = weights[1] * (weights[0] @ weights[2]).T  # (h_2, h_1)
             trace = ((slopes[1] @ coupling) * slopes[0]).sum(dim=1)
         return h, trace
+
+    def _linear_layers(self) -> list[nn.Linear]:
+        return [layer for layer in self.layers if isinstance(layer, nn.Linear)]
 
     @property
     def side_width(self) -> int:
@@ -329,7 +332,8 @@ class ODEDynamics(nn.Module):
             if (
                 self.trace_mode == "exact"
                 and not self.regularise
-                and getattr(self.field, "has_closed_form_trace", False)
+                and isinstance(self.field, TimeConditionedMLP)
+                and self.field.has_closed_form_trace
             ):
                 # Without the Frobenius norm (not regularising), the field's
                 # closed-form trace replaces d backward passes: exact, and
