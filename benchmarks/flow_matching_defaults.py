@@ -12,19 +12,18 @@ CNFDensity's defaults and Gaussian baselines, on
   GaussianMixture with k in {1, 2, 5, 10} and full or diagonal covariance,
   chosen on a 10% validation split of the training rows.
 
-Configurations (all seeded with random_state=0), each the current defaults
-but for what its label names:
+Configurations (all seeded with random_state=0), each FlowMatchingDensity's
+current defaults but for what its label names (``hidden_dims="auto"`` is
+128x128 on two features and 512x512 on 64):
 
 * moons: the original defaults (independent noise pairing, batch 256, lr
-  1e-3, constant learning rate), the first revision's (minibatch OT pairing,
-  batch 64, lr 3e-3, constant learning rate), and the current ones (the same
-  with a cosine learning-rate decay; ``hidden_dims="auto"`` is 128x128 on two
-  features, as before); plus CNFDensity's defaults;
-* digits: the first revision's defaults (128x128, constant learning rate),
-  each of the two changes alone (cosine decay; 512x512), and the current
-  defaults (``hidden_dims="auto"``, 512x512 on 64 features, with the cosine
-  decay); plus CNFDensity's defaults for 10 epochs only, to time an epoch
-  (a full CNF fit on digits takes hours on a shared machine).
+  1e-3), the current ones (minibatch OT pairing, batch 64, lr 3e-3, the same
+  128x128 field as the first revision), and the current ones with a cosine
+  learning-rate decay; plus CNFDensity's defaults;
+* digits: the first revision's defaults (128x128), the same with a cosine
+  decay, the current defaults (512x512) and the same with a cosine decay;
+  plus CNFDensity's defaults for 10 epochs only, to time an epoch (a full
+  CNF fit on digits takes hours on a shared machine).
 
 Run: ``python benchmarks/flow_matching_defaults.py [moons|digits ...] [--jobs N]``
 (``--jobs`` fits that many configurations at once, in separate processes;
@@ -58,28 +57,29 @@ from skflow import CNFDensity, FlowMatchingDensity
 FAST = os.environ.get("SKFLOW_BENCH_FAST") == "1"
 RESULTS = Path(__file__).resolve().parent / "results"
 
-ROUND_1 = {"hidden_dims": (128, 128), "lr_schedule": "constant"}
+FIRST_REVISION = {"hidden_dims": (128, 128)}
+COSINE = {"lr_schedule": "cosine"}
 # (label, estimator class, hyperparameters) per dataset, in table order.
 CONFIGURATIONS = {
     "moons": [
         (
-            "FlowMatchingDensity, original defaults (independent, batch 256, lr 1e-3, constant lr)",
+            "FlowMatchingDensity, original defaults (independent, batch 256, lr 1e-3)",
             FlowMatchingDensity,
-            {**ROUND_1, "coupling": "independent", "batch_size": 256, "lr": 1e-3},
+            {"coupling": "independent", "batch_size": 256, "lr": 1e-3},
         ),
         (
-            "FlowMatchingDensity, first revision (minibatch OT, batch 64, lr 3e-3, constant lr)",
+            "FlowMatchingDensity, defaults (minibatch OT, batch 64, lr 3e-3; auto width = 128x128)",
             FlowMatchingDensity,
-            ROUND_1,
+            {},
         ),
-        ("FlowMatchingDensity, defaults (the same with cosine lr decay; auto width = 128)", FlowMatchingDensity, {}),
+        ("FlowMatchingDensity, defaults with cosine lr decay", FlowMatchingDensity, COSINE),
         ("CNFDensity, defaults", CNFDensity, {}),
     ],
     "digits": [
-        ("FlowMatchingDensity, first revision (128x128, constant lr)", FlowMatchingDensity, ROUND_1),
-        ("FlowMatchingDensity, cosine lr decay, 128x128", FlowMatchingDensity, {"hidden_dims": (128, 128)}),
-        ("FlowMatchingDensity, 512x512, constant lr", FlowMatchingDensity, {"lr_schedule": "constant"}),
-        ("FlowMatchingDensity, defaults (auto width = 512x512, cosine lr decay)", FlowMatchingDensity, {}),
+        ("FlowMatchingDensity, first revision (128x128)", FlowMatchingDensity, FIRST_REVISION),
+        ("FlowMatchingDensity, first revision with cosine lr decay", FlowMatchingDensity, {**FIRST_REVISION, **COSINE}),
+        ("FlowMatchingDensity, defaults (auto width = 512x512)", FlowMatchingDensity, {}),
+        ("FlowMatchingDensity, defaults with cosine lr decay", FlowMatchingDensity, COSINE),
         ("CNFDensity, defaults, first 10 epochs only (timing)", CNFDensity, {"max_epochs": 10}),
     ],
 }
