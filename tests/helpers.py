@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from skorch.callbacks import Callback
 from torch import Tensor, nn
 
 from skflow.flows import FlowModel
@@ -127,3 +128,13 @@ def randomise_parameters(
         if name.split(".")[-1] == "initialized" and buffer.dtype == torch.bool:
             buffer.fill_(True)
     return module.eval()
+
+
+class RecordLearningRates(Callback):
+    """A skorch callback that records the optimiser's learning rate at the start of each epoch."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_epoch_begin(self, net, **kwargs) -> None:
+        self.rates.append(net.optimizer_.param_groups[0]["lr"])

@@ -19,6 +19,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
 
 from skflow import CNFDensity, FlowMatchingDensity
+from tests.helpers import RecordLearningRates
 from tests.registry import FAST_ESTIMATORS
 
 CONTINUOUS = [est for est in FAST_ESTIMATORS if isinstance(est, (CNFDensity, FlowMatchingDensity))]
@@ -190,17 +191,8 @@ def test_flow_matching_auto_width_scales_with_the_features() -> None:
 
 
 def test_flow_matching_fit_decays_the_learning_rate(moons) -> None:
-    from skorch.callbacks import Callback
-
-    class RecordRates(Callback):
-        def __init__(self) -> None:
-            self.rates: list[float] = []
-
-        def on_epoch_begin(self, net, **kwargs) -> None:
-            self.rates.append(net.optimizer_.param_groups[0]["lr"])
-
     for schedule, lr in (("cosine", 0.01), ("constant", 0.02)):
-        recorder = RecordRates()
+        recorder = RecordLearningRates()
         fast_flow_matching(max_epochs=4, lr=lr, lr_schedule=schedule, callbacks=[recorder]).fit(moons[0][:200])
         factors = [(1 + np.cos(np.pi * epoch / 4)) / 2 if schedule == "cosine" else 1.0 for epoch in range(4)]
         np.testing.assert_allclose(recorder.rates, lr * np.array(factors), rtol=1e-12)

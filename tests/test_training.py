@@ -14,7 +14,7 @@ from torch import nn
 
 from skflow.flows import ActNorm, Chain, ExactFlow, StandardNormal
 from skflow.training import TensorBatches, TrainingDivergedError, gaussian_reference_loss, train_model
-from tests.helpers import DensityOnlyModel
+from tests.helpers import DensityOnlyModel, RecordLearningRates
 
 
 def _gaussian_rows(n: int = 200, seed: int = 0) -> torch.Tensor:
@@ -153,17 +153,8 @@ def test_user_callbacks_are_called() -> None:
     assert counter.epochs == 4
 
 
-class RecordLearningRates(Callback):
-    def initialize(self):
-        self.rates: list[float] = []
-        return self
-
-    def on_epoch_begin(self, net, **kwargs):
-        self.rates.append(net.optimizer_.param_groups[0]["lr"])
-
-
-def test_cosine_schedule_decays_the_learning_rate_each_epoch() -> None:
-    epochs, lr = 6, 0.05
+def _rates_under(schedule: str, epochs: int, lr: float) -> list[float]:
+    """The learning rate at the start of each epoch of a fit under ``schedule``."""
     recorder = RecordLearningRates()
     train_model(
         PoisonAfter(10**9),
@@ -173,24 +164,20 @@ def test_cosine_schedule_decays_the_learning_rate_each_epoch() -> None:
         lr=lr,
         patience=None,
         callbacks=[recorder],
-        lr_schedule="cosine",
+        lr_schedule=schedule,
     )
+    return recorder.rates
+
+
+def test_cosine_schedule_decays_the_learning_rate_each_epoch() -> None:
+    epochs, lr = 6, 0.05
+    rates = _rates_under("cosine", epochs, lr)
     expected = [lr * (1 + math.cos(math.pi * epoch / epochs)) / 2 for epoch in range(epochs)]
-    np.testing.assert_allclose(recorder.rates, expected, rtol=1e-12)
-    assert recorder.rates[-1] < 0.1 * lr
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert rates[-1] < 0.1 * lr
     # The default keeps the rate; one epoch (partial_fit) trains at lr; a typo is refused.
-    for schedule, n_epochs in (("constant", 3), ("cosine", 1)):
-        constant = RecordLearningRates()
-        train_model(
-            PoisonAfter(10**9),
-            _gaussian_rows(),
-            max_epochs=n_epochs,
-            batch_size=50,
-            lr=lr,
-            callbacks=[constant],
-            lr_schedule=schedule,
-        )
-        assert constant.rates == [lr] * n_epochs
+    assert _rates_under("constant", 3, lr) == [lr] * 3
+    assert _rates_under("cosine", 1, lr) == [lr]
     with pytest.raises(ValueError, match="lr_schedule"):
         train_model(PoisonAfter(10**9), _gaussian_rows(), max_epochs=2, batch_size=50, lr=lr, lr_schedule="linear")
 
