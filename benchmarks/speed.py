@@ -19,7 +19,9 @@ affects every contender alike; report the ratios, not the absolute numbers:
    rows) with skflow's thread policy, with one thread and with two threads
    (torch's default on this machine, i.e. skflow before the policy), first
    as the machine is, then while a competing process runs multi-threaded
-   BLAS matrix products (started by this script).
+   BLAS matrix products (started by this script); and the same two
+   conditions for the README's jobs (``python -m skflow``, whose held-out
+   log-likelihood is recorded too, and the quickstart).
 4. ``GridSearchCV(n_jobs=2)`` against ``n_jobs=1``: over a tiny grid (fits of a
    tenth of a second) and a realistic one (8 candidates x 3 folds, fits of
    seconds), with the import time of skflow in a fresh interpreter (which
@@ -317,6 +319,73 @@ def oversubscription(repeats: int) -> dict[str, Any]:
     return result
 
 
+# The README's quickstart, verbatim but for the progress lines (verbose=0, as
+# it runs unattended here).
+_QUICKSTART = """
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from skflow import RealNVPDensity
+
+X = load_digits().data
+flow = RealNVPDensity(n_layers=8, random_state=0).fit(X)
+log_density = flow.score_samples(X)
+X_new = flow.sample(10, random_state=0)
+Z = flow.transform(X)
+pipe = make_pipeline(StandardScaler(), RealNVPDensity(random_state=0)).fit(X)
+search = GridSearchCV(RealNVPDensity(random_state=0), {"n_layers": [4, 8]}, cv=3).fit(X)
+"""
+
+
+def _timed_run(argv: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def _demo_loglik(stdout: str) -> float:
+    """The flow's held-out log-likelihood from ``python -m skflow``'s score table."""
+    for line in stdout.splitlines():
+        if line.startswith("RealNVPDensity"):
+            return float(line.split()[-3])
+    return math.nan
+
+
+def time_to_quality(repeats: int) -> dict[str, Any]:
+    """``python -m skflow`` and the README quickstart, as the machine is and beside a BLAS competitor."""
+    jobs = {
+        "python -m skflow": [sys.executable, "-m", "skflow"],
+        "README quickstart": [sys.executable, "-c", _QUICKSTART],
+    }
+    result: dict[str, Any] = {}
+    for condition in ("as the machine is", "with a competing BLAS process"):
+        competitor = None
+        if condition.startswith("with"):
+            competitor = subprocess.Popen([sys.executable, "-c", _COMPETITOR])  # BLAS threads: all cores
+            time.sleep(2.0)
+        try:
+            entry: dict[str, Any] = {"load_average_before": list(os.getloadavg())}
+            for name, argv in jobs.items():
+                seconds, logliks = [], []
+                for _ in range(repeats):
+                    elapsed, stdout = _timed_run(argv)
+                    seconds.append(elapsed)
+                    if name == "python -m skflow":
+                        logliks.append(_demo_loglik(stdout))
+                entry[name] = {"median_seconds": statistics.median(seconds), "all_seconds": seconds}
+                if logliks:
+                    entry[name]["heldout_loglik"] = logliks
+                print(f"[time to quality] {condition} {name}: {seconds} {logliks}", file=sys.stderr, flush=True)
+            entry["load_average_after"] = list(os.getloadavg())
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+        result[condition] = entry
+    return result
+
+
 def import_seconds(repeats: int) -> dict[str, float]:
     """Wall and CPU seconds of ``import skflow`` in a fresh interpreter: what each loky worker pays first."""
     code = "import time; t = time.perf_counter(); c = time.process_time(); import skflow; " + (
@@ -436,6 +505,29 @@ def report(result: dict[str, Any]) -> str:
             medians = entry["median_seconds"]
             ratio = medians[names[0]] / medians["1 thread"]
             lines.append(f"| {condition} | " + " | ".join(f"{medians[n]:.2f}" for n in names) + f" | {ratio:.2f}x |")
+    if result.get("time_to_quality"):
+        lines += [
+            "",
+            "**The README's jobs, as the machine is and beside a competing BLAS process: median seconds**",
+            "",
+        ]
+        lines += ["| job | as the machine is | with a BLAS competitor | ratio |", "|---|---:|---:|---:|"]
+        conditions = result["time_to_quality"]
+        calm, busy = conditions["as the machine is"], conditions["with a competing BLAS process"]
+        for job in ("python -m skflow", "README quickstart"):
+            a, b = calm[job]["median_seconds"], busy[job]["median_seconds"]
+            lines.append(f"| {job} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
+        logliks = calm["python -m skflow"].get("heldout_loglik", []) + busy["python -m skflow"].get(
+            "heldout_loglik", []
+        )
+        lines += [
+            "",
+            (
+                f"Demo held-out log-likelihood of the flow (nats per image): {', '.join(f'{v:.2f}' for v in logliks)}. "
+                f"Load average before each condition: {calm['load_average_before'][0]:.1f} and "
+                f"{busy['load_average_before'][0]:.1f}."
+            ),
+        ]
     if result.get("grid_search"):
         searches = result["grid_search"]
         lines += ["", "**GridSearchCV over RealNVP settings, cv=3: median seconds**", ""]
@@ -464,8 +556,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and data: a smoke run")
     parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=["realnvp", "maf", "nsf", "glow"])
-    parser.add_argument("--parts", nargs="+", choices=["throughput", "scoring", "target", "busy", "grid"],
-                        default=["throughput", "scoring", "target", "busy", "grid"])  # fmt: skip
+    parser.add_argument("--parts", nargs="+", choices=["throughput", "scoring", "target", "busy", "demo", "grid"],
+                        default=["throughput", "scoring", "target", "busy", "demo", "grid"])  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fit (default 20, quick 2)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3, quick 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the throughput part (default 1)")
@@ -526,6 +618,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(default_threads)
     if "busy" in args.parts:
         result["oversubscription"] = oversubscription(repeats)
+    if "demo" in args.parts:
+        result["time_to_quality"] = time_to_quality(1 if quick else min(repeats, 2))
     if "grid" in args.parts:
         result["grid_search"] = grid_search(1 if quick else min(repeats, 2), quick)
     result["table_markdown"] = report(result)

@@ -168,6 +168,28 @@ def test_a_large_fit_uses_the_free_cores() -> None:
     assert torch.get_num_threads() == 2
 
 
+@pytest.mark.usefixtures("two_caller_threads")
+@pytest.mark.parametrize(("busy", "expected"), [(0, 2), (1, 1)])
+def test_scoring_the_benchmark_flow_uses_the_free_cores(monkeypatch: pytest.MonkeyPatch, busy, expected) -> None:
+    # The speed benchmark's scoring case: 8 layers of (128, 128) on 50-D rows,
+    # ~2e5 parameters, so one 1024-row pass is ~3 x MACS_PER_THREAD.
+    monkeypatch.setattr(_threads, "busy_cores", lambda: busy)
+    X = np.random.default_rng(0).normal(size=(64, 50))
+    flow = RealNVPDensity(max_epochs=1, random_state=0, device="cpu", n_threads=1).fit(X)
+    flow.set_params(n_threads=None)
+    seen: list[int] = []
+    log_prob = flow.model_.log_prob
+
+    def recording(rows, context=None):  # type: ignore[no-untyped-def]
+        seen.append(torch.get_num_threads())
+        return log_prob(rows, context)
+
+    monkeypatch.setattr(flow.model_, "log_prob", recording)
+    flow.score_samples(np.random.default_rng(1).normal(size=(3000, 50)))
+    assert seen == [expected] * 3  # three 1024-row passes
+    assert torch.get_num_threads() == 2
+
+
 def test_busy_cores_reads_a_count() -> None:
     busy = _threads._read_busy_cores()
     assert isinstance(busy, int) and busy >= 0
