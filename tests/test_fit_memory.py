@@ -53,6 +53,19 @@ def test_duplicate_groups_survive_hash_collisions(small_blocks, monkeypatch) -> 
     np.testing.assert_array_equal(duplicate_groups(rows), _groups_by_dict(rows))
 
 
+def test_duplicate_groups_and_split_on_cuda_match_the_cpu(small_blocks) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine; the grouping of rows on a GPU runs only there.")
+    rows = torch.as_tensor(np.random.default_rng(0).integers(0, 30, size=(3000, 2)), dtype=torch.float32)
+    np.testing.assert_array_equal(duplicate_groups(rows.cuda()), duplicate_groups(rows))
+    for cpu_side, cuda_side in zip(
+        DuplicateAwareSplit(0.2, 0)(Dataset(rows, None)), DuplicateAwareSplit(0.2, 0)(Dataset(rows.cuda(), None))
+    ):
+        base, index = _rows_and_index(cuda_side)
+        assert base.is_cuda and index.is_cuda
+        torch.testing.assert_close(base[index].cpu(), _rows_and_index(cpu_side)[0][_rows_and_index(cpu_side)[1]])
+
+
 def test_few_distinct_rows_are_each_their_own_group() -> None:
     rows = torch.as_tensor(np.random.default_rng(0).integers(0, 3, size=(400, 2)), dtype=torch.float32)
     np.testing.assert_array_equal(duplicate_groups(rows), np.arange(400))
