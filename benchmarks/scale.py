@@ -195,7 +195,7 @@ def _dp_run(n_processes: int, n: int, timeout: float) -> dict:
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_processes}"]
-    command += [__file__, "--worker", "dp", "--n", str(n), "--out", str(out)]
+    command += [__file__, "--worker", "dp", "--rows", str(n), "--out", str(out)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if completed.returncode != 0:
         raise RuntimeError(completed.stderr[-3000:])
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse-parquet", action="store_true", help="keep a Parquet folder of the right size")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     parser.add_argument("--worker", choices=["epoch", "dp", "memory"], help=argparse.SUPPRESS)
-    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    # --rows for the torchrun workers: torchrun takes "--n" for an abbreviation of its own --nnodes.
+    parser.add_argument("--n", "--rows", dest="n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
     parser.add_argument("--what", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

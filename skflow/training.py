@@ -427,20 +427,39 @@ class RowStream:
 
     def buffers(self, generator: torch.Generator | None = None) -> Iterator[Tensor]:
         """One epoch: chunks in random order, ``buffer_rows`` rows' worth at a time, each buffer shuffled."""
+        for rows, order in self.shuffled_buffers(generator):
+            yield rows[order]
+
+    def shuffled_buffers(self, generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch as ``(rows, order)`` pairs: a buffer of whole chunks, unshuffled, and the order to visit it in.
+
+        The rows are not gathered into shuffled order: a shuffled copy would
+        double the buffer's memory, where a permutation costs one integer per
+        row. Nothing here keeps a buffer once it was handed out.
+        """
         group: list[int] = []
         size = 0
         for index in torch.randperm(len(self.chunk_rows), generator=generator).tolist():
             group.append(index)
             size += self.chunk_rows[index]
             if size >= self.buffer_rows:
-                yield self._shuffled(group, generator)
+                yield self._buffer(group), torch.randperm(size, generator=generator)
                 group, size = [], 0
         if group:
-            yield self._shuffled(group, generator)
+            yield self._buffer(group), torch.randperm(size, generator=generator)
 
-    def _shuffled(self, group: list[int], generator: torch.Generator | None) -> Tensor:
-        rows = torch.cat([self.read(index) for index in group])
-        return rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
+    def _buffer(self, group: list[int]) -> Tensor:
+        """The rows of the chunks ``group``, read one at a time into one tensor (no list of chunks to concatenate)."""
+        first = self.read(group[0])
+        rows = first.new_empty((sum(self.chunk_rows[index] for index in group), *first.shape[1:]))
+        rows[: len(first)] = first
+        position = len(first)
+        del first
+        for index in group[1:]:
+            chunk = self.read(index)
+            rows[position : position + len(chunk)] = chunk
+            position += len(chunk)
+        return rows
 
 
 class StreamBatches:
@@ -455,9 +474,13 @@ class StreamBatches:
         return math.ceil(len(self.stream) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for rows in self.stream.buffers():
+        for rows, order in self.stream.shuffled_buffers():
+            order = order.to(rows.device)
             for start in range(0, len(rows), self.batch_size):
-                yield rows[start : start + self.batch_size], self._placeholder
+                # A gathered batch, not a view: a batch that skorch still
+                # holds must not keep the buffer alive while the next loads.
+                yield rows[order[start : start + self.batch_size]], self._placeholder
+            del rows, order
 
 
 class _StreamSplit:
