@@ -592,7 +592,8 @@ def duplicate_groups(rows: Tensor) -> np.ndarray:
     and every row is then checked equal to its group's first row, so a hash
     collision can never merge different rows (should one occur, the rows are
     grouped by an exact sort of whole rows instead). Groups are numbered in
-    the order of their first row, so the ids do not depend on the hash.
+    the lexicographic order of their rows, so the ids do not depend on the
+    hash.
     """
     n_rows = len(rows)
     if n_rows == 0:
@@ -616,10 +617,48 @@ def duplicate_groups(rows: Tensor) -> np.ndarray:
     del first_row
     if len(first) < _MIN_DISTINCT_ROWS_TO_GROUP:
         return np.arange(n_rows)
-    # Renumber the groups by their first row.
+    # Number the groups in the lexicographic order of their rows, as a sort
+    # of whole rows (torch.unique) would: the split, and so every fit, stays
+    # what it was before the grouping was hashed. Equal rows are adjacent in
+    # that order, so each run of equal ids is one group.
+    in_order = ids[_lexicographic_order(flat)]
+    starts = np.ones(n_rows, dtype=bool)
+    starts[1:] = in_order[1:] != in_order[:-1]
     rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    rank[in_order[starts]] = np.arange(len(first))
     return rank[ids]
+
+
+def _lexicographic_order(flat: Tensor) -> np.ndarray:
+    """Positions of the rows of ``flat`` (n, d) sorted lexicographically by value (first column first).
+
+    One stable sort by the first column; only the rows that tie on it (few,
+    in continuous data) are then ordered by all columns, with stable sorts
+    from the last column to the first. Memory: a few values per row.
+    """
+    order = _sorted_by(flat, 0, torch.arange(len(flat), device=flat.device))
+    if flat.shape[1] == 1:
+        return order.cpu().numpy()
+    first_column = flat[order, 0] + 0
+    tied = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
+    equal = first_column[1:] == first_column[:-1]
+    tied[1:] |= equal
+    tied[:-1] |= equal
+    if bool(tied.any()):
+        # The tied rows sit in runs of equal first values, in increasing
+        # order of that value; their full order keeps that, so it fills the
+        # same slots.
+        subset = order[tied]
+        for column in reversed(range(flat.shape[1])):
+            subset = _sorted_by(flat, column, subset)
+        order[tied] = subset
+    return order.cpu().numpy()
+
+
+def _sorted_by(flat: Tensor, column: int, order: Tensor) -> Tensor:
+    """``order`` (row positions) stably sorted by the rows' values in ``column``."""
+    # + 0: -0.0 and 0.0 are equal values (a radix sort would part them).
+    return order[torch.sort(flat[order, column] + 0, stable=True).indices]
 
 
 # How far above a standard normal's negative log-likelihood of the (standardised)

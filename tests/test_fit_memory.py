@@ -28,10 +28,15 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(skflow.training, "_BLOCK_VALUES", 64)
 
 
-def _groups_by_dict(rows: torch.Tensor) -> np.ndarray:
-    """Ground truth: number the distinct rows in order of first appearance, one Python tuple at a time."""
+def _groups_by_sorting(rows: torch.Tensor) -> np.ndarray:
+    """Ground truth: the distinct rows numbered in sorted order, by a sort of whole rows (torch.unique)."""
+    return torch.unique(rows.double() + 0.0, dim=0, return_inverse=True)[1].numpy()
+
+
+def _same_partition(ids: np.ndarray, rows: torch.Tensor) -> bool:
+    """Whether ``ids`` group exactly the equal rows, checked one Python tuple at a time."""
     seen: dict[tuple, int] = {}
-    return np.array([seen.setdefault(tuple(row), len(seen)) for row in rows.double().tolist()])
+    return all(seen.setdefault(tuple(row), group) == group for row, group in zip(rows.double().tolist(), ids))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -40,9 +45,11 @@ def test_duplicate_groups_are_the_distinct_rows(small_blocks, dtype, n_rows, n_c
     rng = np.random.default_rng(n_rows)
     rows = torch.as_tensor(rng.integers(0, n_levels, size=(n_rows, n_columns)).astype(np.float32)).to(dtype)
     rows[::7] *= -1  # -0.0 and 0.0 are the same value, so the same row
-    expected = _groups_by_dict(rows)
+    expected = _groups_by_sorting(rows)
     assert expected.max() + 1 >= 50, "enough distinct rows to be grouped"
-    np.testing.assert_array_equal(duplicate_groups(rows), expected)
+    ids = duplicate_groups(rows)
+    np.testing.assert_array_equal(ids, expected)
+    assert _same_partition(ids, rows) and len(np.unique(ids)) == len({tuple(r) for r in rows.double().tolist()})
 
 
 def test_duplicate_groups_survive_hash_collisions(small_blocks, monkeypatch) -> None:
@@ -50,7 +57,7 @@ def test_duplicate_groups_survive_hash_collisions(small_blocks, monkeypatch) -> 
     # the collision and the exact grouping takes over.
     monkeypatch.setattr(skflow.training, "_row_keys", lambda bits: np.zeros(len(bits), dtype=np.uint64))
     rows = torch.as_tensor(np.random.default_rng(0).integers(0, 20, size=(2000, 2)), dtype=torch.float32)
-    np.testing.assert_array_equal(duplicate_groups(rows), _groups_by_dict(rows))
+    np.testing.assert_array_equal(duplicate_groups(rows), _groups_by_sorting(rows))
 
 
 def test_duplicate_groups_and_split_on_cuda_match_the_cpu(small_blocks) -> None:
@@ -74,7 +81,7 @@ def test_few_distinct_rows_are_each_their_own_group() -> None:
 @pytest.mark.parametrize(("fraction", "seed"), [(0.1, 0), (0.5, 3), (0.25, 7)])
 def test_duplicate_aware_split_is_group_shuffle_split(fraction, seed) -> None:
     rows = torch.as_tensor(np.random.default_rng(seed).integers(0, 30, size=(3000, 2)), dtype=torch.float32)
-    groups = _groups_by_dict(rows)
+    groups = _groups_by_sorting(rows)
     train, valid = next(GroupShuffleSplit(test_size=fraction, random_state=seed).split(groups, groups=groups))
     got_train, got_valid = DuplicateAwareSplit(fraction, seed)(Dataset(rows, None))
     # The sides are indices into the rows, not copies of them.
