@@ -781,9 +781,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 n_threads=self.n_threads,
                 accelerator=accelerator,
                 optimizer_state=optimizer_state,
-                # A family that declares the hyperparameter (flow matching)
-                # chooses its schedule; the others train at a constant lr.
-                lr_schedule=getattr(self, "lr_schedule", "constant"),
+                **self._training_options(),
             )
         return model, result
 
@@ -1025,6 +1023,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         if dtype is not None:
             options["dtype"] = dtype
         return map_rows(function, array, self.device_ if device is None else device, self.model_, **options)
+
+    def _training_options(self) -> dict[str, Any]:
+        """Engine settings a family chooses beyond the shared hyperparameters.
+
+        Keyword arguments of :func:`~skflow.training.train_model` (e.g.
+        ``lr_schedule``); none by default, so every other family trains with
+        the engine's defaults.
+        """
+        return {}
 
     def _map_options(self) -> dict[str, Any]:
         """The inference settings :func:`map_rows` takes from the fitted estimator."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -354,6 +354,9 @@ class FlowMatchingDensity(_ContinuousFlowEstimator):
         "coupling": [StrOptions({"minibatch_ot", "independent"})],
         "lr_schedule": [StrOptions({"constant", "cosine"})],
     }
+
+    def _training_options(self) -> dict[str, Any]:
+        return {"lr_schedule": self.lr_schedule}
 
     def _hidden_dims(self, n_features: int) -> tuple:
         """The field's hidden widths: ``hidden_dims``, or two layers of
