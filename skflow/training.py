@@ -528,8 +528,9 @@ class DuplicateAwareSplit:
         # of the group ids, then the rows of the chosen groups), without its
         # np.unique and np.isin over every row: several arrays of n rows each.
         splitter = ShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
-        _, valid_groups = next(splitter.split(np.empty((int(groups.max(initial=-1)) + 1, 0))))
-        held_out = np.zeros(int(groups.max(initial=-1)) + 1, dtype=bool)
+        n_groups = int(groups.max(initial=-1)) + 1
+        _, valid_groups = next(splitter.split(np.empty((n_groups, 0))))
+        held_out = np.zeros(n_groups, dtype=bool)
         held_out[valid_groups] = True
         valid = held_out[groups]
         # Kept for TrainingResult.validation_index: callers that calibrate on
@@ -606,16 +607,16 @@ def duplicate_groups(rows: Tensor) -> np.ndarray:
     _, first, ids = np.unique(keys, return_index=True, return_inverse=True)
     del keys
     ids = ids.reshape(-1)
+    n_groups = len(first)
     first_row = torch.as_tensor(first[ids])  # each row's group representative
     for block in blocks:
         representatives = flat[first_row[block].to(flat.device)]
         if not bool((flat[block] == representatives).all()):  # a hash collision (or a NaN)
             ids = torch.unique(flat, dim=0, return_inverse=True)[1].cpu().numpy()
-            first = np.full(int(ids.max()) + 1, n_rows, dtype=np.int64)
-            np.minimum.at(first, ids, np.arange(n_rows))
+            n_groups = int(ids.max()) + 1
             break
     del first_row
-    if len(first) < _MIN_DISTINCT_ROWS_TO_GROUP:
+    if n_groups < _MIN_DISTINCT_ROWS_TO_GROUP:
         return np.arange(n_rows)
     # Number the groups in the lexicographic order of their rows, as a sort
     # of whole rows (torch.unique) would: the split, and so every fit, stays
@@ -624,8 +625,8 @@ def duplicate_groups(rows: Tensor) -> np.ndarray:
     in_order = ids[_lexicographic_order(flat)]
     starts = np.ones(n_rows, dtype=bool)
     starts[1:] = in_order[1:] != in_order[:-1]
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[in_order[starts]] = np.arange(len(first))
+    rank = np.empty(n_groups, dtype=np.int64)
+    rank[in_order[starts]] = np.arange(n_groups)
     return rank[ids]
 
 
