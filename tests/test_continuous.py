@@ -129,8 +129,9 @@ def test_rnode_training_runs_with_adjoint_and_flow_matching_validates_cheaply(mo
     matching = fast_flow_matching(n_steps=6, validation_n_steps=2).fit(train)
     # RK4 evaluates the field 4 times per step: validation solves in 2 steps,
     # every density reported after fit in n_steps=6.
+    parameter = next(matching.model_.parameters())
     with torch.no_grad():
-        matching.model_.validation_log_prob(torch.zeros(3, 2))
+        matching.model_.validation_log_prob(torch.zeros(3, 2, dtype=parameter.dtype, device=parameter.device))
     assert matching.nfe_ == 8
     matching.score_samples(moons[1][:5])
     assert matching.nfe_ == 24

@@ -124,8 +124,8 @@ def test_glow_image_fit_improves_and_bits_per_dim_matches_glow_formula(digits: n
     # bpd = -log p_01(u) / (D ln 2) + log2(K), averaged over images.
     D, K = 64, 17
     with torch.no_grad():
-        units = torch.as_tensor((X_test + 0.5) / K, dtype=torch.float32)
-        log_p01 = glow.model_.log_prob(units).double().numpy()
+        units = torch.as_tensor((X_test + 0.5) / K, dtype=torch.float32, device=glow.device_)
+        log_p01 = glow.model_.log_prob(units).double().cpu().numpy()
     glow_formula = float(np.mean(-log_p01 / (D * math.log(2)) + math.log2(K)))
     assert bpd == pytest.approx(glow_formula, abs=1e-6)
     assert bpd == pytest.approx(-glow.score(X_test) / (D * math.log(2)), abs=1e-9)

@@ -27,7 +27,7 @@ def moons(request):
 
 def _change_of_variables(flow: PlanarFlowDensity, X: np.ndarray) -> np.ndarray:
     """log p(x) from the autograd Jacobian of the encoder, in float64."""
-    model = copy.deepcopy(flow.model_).double()
+    model = copy.deepcopy(flow.model_).double().cpu()  # the reference runs on the CPU
     standardised = torch.as_tensor((X - flow.mean_) / flow.scale_, dtype=torch.float64)
     values = []
     for row in standardised:
@@ -51,7 +51,7 @@ def test_score_samples_is_exact_on_arbitrary_points(moons):
 def test_score_of_own_samples_matches_the_sampling_direction(moons):
     """Two routes to log p(x) at x = g(z): the root solve, and the cheap map's log-det."""
     flow, _, _ = moons
-    model = copy.deepcopy(flow.model_).double()
+    model = copy.deepcopy(flow.model_).double().cpu()  # the reference runs on the CPU
     latent = torch.randn(20, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         data, log_det_sampling = model.transform.inverse(latent)

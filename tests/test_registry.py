@@ -11,6 +11,7 @@ must be registered, or the first test fails.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 import re
 from pathlib import Path
@@ -25,14 +26,20 @@ from tests.helpers import all_subclasses
 from tests.registry import FAST_ESTIMATORS
 
 ROOT = Path(__file__).resolve().parents[1]
+# Modules that exist to bridge skflow to an optional library, and the library each imports.
+OPTIONAL_ADAPTERS = {"skflow.pyod_adapter": "pyod"}
 FAMILY_CLASSES = sorted(set(FAMILIES.values()), key=lambda cls: cls.__name__)
 
 
 def _defined_families() -> set[type]:
     """Every public FlowEstimator subclass of skflow with a model of its own (a concrete family)."""
     for info in pkgutil.walk_packages(skflow.__path__, "skflow."):
-        if not info.name.endswith("__main__"):  # importing __main__ runs the command line
-            importlib.import_module(info.name)
+        if info.name.endswith("__main__"):  # importing __main__ runs the command line
+            continue
+        optional_dependency = OPTIONAL_ADAPTERS.get(info.name)
+        if optional_dependency is not None and importlib.util.find_spec(optional_dependency) is None:
+            continue  # an adapter to a library that is not installed defines no family
+        importlib.import_module(info.name)
     return {
         cls
         for cls in all_subclasses(FlowEstimator)
