@@ -357,7 +357,7 @@ def test_temperature_minimises_the_log_loss_of_rows_no_flow_trained_on(strategy)
     # Brute force over a fine grid of T: the fitted T is the grid's best to
     # within the grid's resolution (the loss is flat near its minimum).
     log_likelihood = classifier.class_log_likelihood(X[held])
-    grid = np.exp(np.linspace(-3, 7, 4001))
+    grid = np.exp(np.linspace(0, 7, 2801))  # the documented range, 1 <= T <= e^7
 
     def held_out_log_loss(temperature: float) -> float:
         joint = log_likelihood / temperature + np.log(classifier.class_prior_)
@@ -366,6 +366,23 @@ def test_temperature_minimises_the_log_loss_of_rows_no_flow_trained_on(strategy)
     losses = np.array([held_out_log_loss(t) for t in grid])
     assert held_out_log_loss(classifier.temperature_) <= losses.min() + 1e-6
     assert held_out_log_loss(classifier.temperature_) <= held_out_log_loss(1.0)
+
+
+def test_separable_held_out_rows_do_not_sharpen_the_posterior():
+    # Classes 6 sd apart: every held-out row is classified right, by 6 nats
+    # or more, so their log-loss keeps falling as T -> 0. T stays at 1, the
+    # flows' own posterior, instead of sharpening every probability to 0 or 1.
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 150)
+    X = np.c_[np.where(y == 0, -3.0, 3.0), np.zeros(300)] + rng.normal(size=(300, 2))
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=15, random_state=0, validation_fraction=0.2)
+    classifier = FlowClassifier(flow=flow).fit(X, y)
+    held = np.concatenate([np.flatnonzero(y == k)[e._validation_index] for k, e in enumerate(classifier.estimators_)])
+    log_ratio = np.diff(classifier.class_log_likelihood(X[held]), axis=1).ravel()
+    assert np.all(np.sign(log_ratio) == np.where(y[held] == 1, 1, -1)), "the test needs separable held-out rows"
+    assert classifier.temperature_ == 1.0
+    plain = FlowClassifier(flow=flow, calibration=None).fit(X, y)
+    np.testing.assert_allclose(classifier.predict_proba(X), plain.predict_proba(X))
 
 
 def test_the_engine_reports_the_rows_it_validated_on():
