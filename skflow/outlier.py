@@ -77,9 +77,11 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         The density estimator; ``score_samples`` must return log-densities.
         Cloned in ``fit``. None uses :class:`~skflow.RealNVPDensity` with
         noise regularisation, ``RealNVPDensity(noise_std=DETECTOR_NOISE_STD,
-        random_state=random_state)`` (``DETECTOR_NOISE_STD`` = 0.3, in units
-        of each column's standard deviation), which ranks anomalies better
-        than the density fitted to the exact training rows.
+        init="identity", random_state=random_state)`` (``DETECTOR_NOISE_STD``
+        = 0.3, in units of each column's standard deviation), which ranks
+        anomalies better than the density fitted to the exact training rows.
+        The identity start is the one the detector's defaults were measured
+        with on ADBench.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Sets the threshold ``offset_`` below which ``score_samples`` counts as
         an outlier. A float is the expected share of outliers in the training
@@ -185,7 +187,11 @@ class DensityOutlierDetector(OutlierMixin, BaseEstimator):
         if self.estimator is None:
             from .realnvp import RealNVPDensity
 
-            return RealNVPDensity(noise_std=DETECTOR_NOISE_STD, random_state=self.random_state)
+            # init="identity": the detector's defaults (noise_std included)
+            # were chosen under ADBench's anomaly-detection protocol with the
+            # identity start, and that protocol has not been re-run with
+            # RealNVPDensity's Gaussian start.
+            return RealNVPDensity(noise_std=DETECTOR_NOISE_STD, init="identity", random_state=self.random_state)
         return clone(self.estimator)
 
     @_fit_context(prefer_skip_nested_validation=False)

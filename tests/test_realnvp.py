@@ -91,7 +91,11 @@ def test_pipeline_with_standard_scaler(data) -> None:
 def test_grid_search_selects_by_likelihood(data) -> None:
     data = data[:150]
     grid = {"max_epochs": [1, 10]}
-    base = RealNVPDensity(n_layers=2, hidden_dims=(8,), batch_size=25, lr=2e-2, random_state=0)
+    # The identity start: the last check needs a grid whose better point is
+    # known in advance. From the Gaussian start (the default) one epoch is
+    # already close to the best Gaussian of these nearly Gaussian rows, and
+    # ten epochs at this rate overfit the 100 training rows.
+    base = RealNVPDensity(n_layers=2, hidden_dims=(8,), batch_size=25, lr=2e-2, init="identity", random_state=0)
     search = GridSearchCV(base, grid, cv=3).fit(data)
     # Independent recomputation of the cross-validated log-likelihoods.
     folds = list(KFold(3).split(data))
