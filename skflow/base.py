@@ -1558,7 +1558,7 @@ class ExactFlowEstimator(FlowEstimator):
         if self.init == "identity":
             return model
         from .flows.core import Chain, ExactFlow
-        from .flows.linear import LULinear
+        from .flows.linear import DataInitialized, LULinear
 
         if not isinstance(model, ExactFlow):
             raise TypeError(f"init='gaussian' needs an ExactFlow from build_model, got {type(model).__name__}.")
@@ -1566,6 +1566,16 @@ class ExactFlowEstimator(FlowEstimator):
         # values do not matter: the saved weights replace them.
         weight = None if start is None else torch.as_tensor(start, dtype=self._torch_dtype())
         linear = LULinear(n_features, weight)
+        if start is not None:
+            # The rows reach the family's layers whitened already. An ActNorm
+            # set from the first batch would rescale each whitened direction
+            # to that batch's variance, undoing the shrinkage where it
+            # matters (few rows for the columns): marked as set, it starts as
+            # the identity like the rest, and the untrained flow is exactly
+            # the shrunk Gaussian.
+            for module in model.modules():
+                if isinstance(module, DataInitialized):
+                    module.initialized.fill_(True)
         # One flat chain where the family built one, so model_.transform.bijections lists every layer.
         layers = list(model.transform.bijections) if isinstance(model.transform, Chain) else [model.transform]
         model.transform = Chain([linear, *layers])

@@ -1,0 +1,241 @@
+"""The Gaussian start of the exact families (``init="gaussian"``).
+
+Ground truth is independent of skflow: scikit-learn's ``ledoit_wolf`` on the
+standardised rows, scipy's ``multivariate_normal`` and numpy's Cholesky
+factorisation. "Untrained" fits run one epoch at a learning rate of 1e-12,
+which moves every weight by about 1e-12 (Adam's step is about ``lr``), so the
+fitted model is the model as built, through the public API.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+from sklearn.base import clone
+from sklearn.covariance import ledoit_wolf
+from sklearn.utils._param_validation import InvalidParameterError
+
+import skflow
+from skflow import (
+    DensityOutlierDetector,
+    FlowRegressor,
+    GlowDensity,
+    MAFDensity,
+    MemmapSource,
+    NeuralSplineDensity,
+    NICEDensity,
+    RealNVPDensity,
+)
+from skflow.base import _ledoit_wolf, _MomentSums
+from skflow.flows import LULinear
+
+SMALL = {"n_layers": 2, "hidden_dims": (8,), "random_state": 0}
+UNTRAINED = {"max_epochs": 1, "lr": 1e-12, "validation_fraction": None}
+
+
+def correlated_rows(n: int = 120, d: int = 4, seed: int = 0) -> np.ndarray:
+    """Strongly correlated rows in non-standard units (means and scales far from 0 and 1)."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(d, d)) + 2 * np.eye(d)
+    return rng.normal(size=(n, d)) @ mixing.T * np.arange(1, d + 1) + np.linspace(-5, 20, d)
+
+
+def shrunk_gaussian(X: np.ndarray, estimator, extra_variance: np.ndarray | float = 0.0):
+    """scipy's Gaussian in data units whose standardised covariance is sklearn's Ledoit-Wolf estimate."""
+    standardised = (X - estimator.mean_) / estimator.scale_
+    covariance, _ = ledoit_wolf(standardised)
+    covariance = covariance + np.diag(np.broadcast_to(extra_variance, len(covariance)))
+    return multivariate_normal(estimator.mean_, covariance * np.outer(estimator.scale_, estimator.scale_))
+
+
+def whitening(X: np.ndarray, estimator) -> np.ndarray:
+    covariance, _ = ledoit_wolf((X - estimator.mean_) / estimator.scale_)
+    return np.linalg.inv(np.linalg.cholesky(covariance))
+
+
+def start_layer(estimator) -> LULinear:
+    layer = estimator.model_.transform.bijections[0]
+    assert isinstance(layer, LULinear)
+    return layer
+
+
+def weight_of(estimator) -> np.ndarray:
+    return start_layer(estimator).weight().detach().cpu().double().numpy()
+
+
+# ---------------------------------------------------------------------- #
+# The untrained flow is the shrunk Gaussian
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize(("dtype", "atol"), [("float64", 1e-5), ("float32", 1e-3)])
+def test_untrained_realnvp_is_the_ledoit_wolf_gaussian(dtype: str, atol: float) -> None:
+    X = correlated_rows()
+    flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype=dtype).fit(X)  # init="gaussian" is RealNVP's default
+    expected = shrunk_gaussian(X, flow).logpdf(X)
+    np.testing.assert_allclose(flow.score_samples(X), expected, atol=atol, rtol=0)
+    # Far from the identity start: the columns are strongly correlated.
+    identity = RealNVPDensity(**SMALL, **UNTRAINED, dtype=dtype, init="identity").fit(X)
+    assert np.mean(expected - identity.score_samples(X)) > 0.5
+
+
+@pytest.mark.parametrize(
+    "family", [NICEDensity, MAFDensity, NeuralSplineDensity, GlowDensity], ids=lambda cls: cls.__name__
+)
+def test_untrained_families_are_the_ledoit_wolf_gaussian(family) -> None:
+    """Every family whose layers start as the identity starts exactly at the shrunk Gaussian."""
+    X = correlated_rows(80)
+    flow = family(init="gaussian", **UNTRAINED, dtype="float64", random_state=0).fit(X)
+    np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
+
+
+def test_dequantisation_and_noise_variances_are_part_of_the_start() -> None:
+    rng = np.random.default_rng(1)
+    X = correlated_rows(150, 3)
+    X = np.column_stack([X, rng.integers(0, 4, size=len(X)) + np.round(X[:, 0] / 10)])  # an integer column
+    flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64", noise_std=0.2).fit(X)
+    assert flow.dequantized_features_.tolist() == [False, False, False, True]
+    extra = (flow.dequantization_widths_ / flow.scale_) ** 2 / 12 + 0.2**2
+    np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow, extra).logpdf(X), atol=1e-5, rtol=0)
+
+
+def test_few_rows_for_the_columns_still_give_a_finite_start() -> None:
+    """Fewer rows than columns: the sample covariance is singular; the shrunk one is not."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(20, 30)) @ rng.normal(size=(30, 30))
+    flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(X)
+    _, shrinkage = ledoit_wolf((X - flow.mean_) / flow.scale_)
+    assert 0 < shrinkage < 1
+    np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------- #
+# The covariance: sklearn's estimate, weights as copies, one streaming pass
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("shift", ["mean", "first_row", "zero"])
+def test_power_sums_give_sklearns_ledoit_wolf(shift: str) -> None:
+    X = correlated_rows(70, 6, seed=3) + 100.0
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    origin = {"mean": mean, "first_row": X[0], "zero": np.zeros(6)}[shift]
+    covariance, shrinkage = _ledoit_wolf(_MomentSums(origin).add(X, np.ones(len(X))), mean, scale)
+    expected, expected_shrinkage = ledoit_wolf((X - mean) / scale)
+    np.testing.assert_allclose(covariance, expected, atol=1e-9, rtol=0)
+    assert shrinkage == pytest.approx(expected_shrinkage, abs=1e-9)
+
+
+def test_integer_weights_equal_repeated_rows() -> None:
+    X = correlated_rows(50, 5, seed=4)
+    weights = np.random.default_rng(4).integers(1, 4, size=len(X)).astype(float)
+    repeated = np.repeat(X, weights.astype(int), axis=0)
+    mean, scale = repeated.mean(axis=0), repeated.std(axis=0)
+    weighted = _ledoit_wolf(_MomentSums(X[0]).add(X, weights), mean, scale)
+    copies = _ledoit_wolf(_MomentSums(X[0]).add(repeated), mean, scale)
+    expected, expected_shrinkage = ledoit_wolf((repeated - mean) / scale)
+    np.testing.assert_allclose(weighted[0], copies[0], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(weighted[0], expected, atol=1e-10, rtol=0)
+    assert weighted[1] == pytest.approx(expected_shrinkage, abs=1e-10)
+    # Through fit: the weighted start is the start of the repeated rows.
+    by_weight = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(X, sample_weight=weights)
+    by_copies = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(repeated)
+    np.testing.assert_allclose(weight_of(by_weight), weight_of(by_copies), atol=1e-8, rtol=0)
+    np.testing.assert_allclose(weight_of(by_copies), whitening(repeated, by_copies), atol=1e-8, rtol=0)
+
+
+def test_streaming_fit_starts_where_the_in_memory_fit_does(tmp_path) -> None:
+    """The moments come from the pass that computes the standardisation: chunk sums add up."""
+    X = correlated_rows(300, 4, seed=5)
+    np.save(tmp_path / "rows.npy", X)
+    settings = {**SMALL, **UNTRAINED, "dtype": "float64"}
+    in_memory = RealNVPDensity(**settings).fit(X)
+    streamed = RealNVPDensity(**settings).fit(MemmapSource(tmp_path / "rows.npy", chunk_rows=37, buffer_rows=111))
+    np.testing.assert_allclose(streamed.mean_, in_memory.mean_, rtol=1e-12)
+    np.testing.assert_allclose(weight_of(streamed), weight_of(in_memory), atol=1e-8, rtol=0)
+    np.testing.assert_allclose(weight_of(streamed), whitening(X, streamed), atol=1e-8, rtol=0)
+
+
+# ---------------------------------------------------------------------- #
+# Training, continuation, persistence, parameters
+# ---------------------------------------------------------------------- #
+def test_start_layer_is_trained() -> None:
+    X = correlated_rows(200)
+    flow = RealNVPDensity(**SMALL, max_epochs=15, lr=1e-2, validation_fraction=None).fit(X)
+    layer = start_layer(flow)
+    assert all(parameter.requires_grad for parameter in layer.parameters())
+    change = np.abs(weight_of(flow) - whitening(X, flow)).max()
+    assert change > 1e-3, "training did not move the start layer"
+
+
+def test_warm_start_and_partial_fit_do_not_initialise_again() -> None:
+    X = correlated_rows(150, seed=6)
+    other = correlated_rows(150, seed=7)  # a different covariance
+    flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(X)
+    before = weight_of(flow)
+    np.testing.assert_allclose(before, whitening(X, flow), atol=1e-8, rtol=0)
+    flow.set_params(warm_start=True).fit(other)
+    np.testing.assert_allclose(weight_of(flow), before, atol=1e-8, rtol=0)
+    assert np.abs(whitening(other, flow) - before).max() > 0.1  # a re-initialisation would show
+
+    chunked = RealNVPDensity(**SMALL, lr=1e-12, dtype="float64")
+    chunked.partial_fit(X)
+    first = weight_of(chunked)
+    np.testing.assert_allclose(first, whitening(X, chunked), atol=1e-8, rtol=0)
+    chunked.partial_fit(other)
+    np.testing.assert_allclose(weight_of(chunked), first, atol=1e-8, rtol=0)
+
+
+def test_save_load_pickle_and_clone_keep_the_start(tmp_path) -> None:
+    X = correlated_rows(150)
+    flow = RealNVPDensity(**SMALL, max_epochs=3).fit(X)
+    expected = flow.score_samples(X)
+    skflow.save(flow, tmp_path / "flow.skflow")
+    loaded = skflow.load(tmp_path / "flow.skflow")
+    assert loaded.init == "gaussian"
+    np.testing.assert_array_equal(loaded.score_samples(X), expected)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(flow)).score_samples(X), expected)
+    # The saved file holds no leftover of the fit's set-up (the whitening is in the layer, nowhere else).
+    assert not hasattr(flow, "_pending_start")
+    assert clone(RealNVPDensity(init="identity")).init == "identity"
+    assert clone(flow).init == "gaussian"
+
+
+def test_identity_start_builds_the_family_alone() -> None:
+    X = correlated_rows(100)
+    flow = RealNVPDensity(**SMALL, max_epochs=1, init="identity").fit(X)
+    assert not any(isinstance(layer, LULinear) for layer in flow.model_.transform.bijections)
+
+
+def test_defaults() -> None:
+    assert RealNVPDensity().init == "gaussian"
+    for family in (NICEDensity, MAFDensity, NeuralSplineDensity, GlowDensity):
+        assert family().init == "identity"
+    # The detector keeps the start its defaults were measured with.
+    detector = DensityOutlierDetector(random_state=0)
+    assert detector._new_estimator().init == "identity"
+
+
+@pytest.mark.parametrize("value", ["Gaussian", "pca", None])
+def test_invalid_init_is_rejected(value) -> None:
+    with pytest.raises(InvalidParameterError, match="The 'init' parameter of RealNVPDensity"):
+        RealNVPDensity(init=value).fit(correlated_rows(50))
+
+
+def test_conditional_estimators_start_at_the_identity() -> None:
+    """A linear map of y cannot follow x: the regressor builds the family's own layers only."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(200, 2))
+    y = np.column_stack([X[:, 0] + 0.3 * rng.normal(size=200), X[:, 0] - X[:, 1] + 0.3 * rng.normal(size=200)])
+    regressor = FlowRegressor(flow=RealNVPDensity(**SMALL, max_epochs=3, init="gaussian")).fit(X, y)
+    layers = regressor.model_.flow.transform.bijections
+    assert not any(isinstance(layer, LULinear) for layer in layers)
+    assert np.isfinite(regressor.score_samples(X, y)).all()
+
+
+def test_float64_start_on_cuda_matches_the_gaussian() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    X = correlated_rows()
+    flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64", device="cuda").fit(X)
+    assert flow.device_.type == "cuda" and start_layer(flow).lower.device.type == "cuda"
+    np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
