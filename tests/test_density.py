@@ -76,9 +76,13 @@ def gaussian_5d():
     mean = 3.0 * rng.normal(size=5)
     X_train = rng.multivariate_normal(mean, covariance, size=20_000)
     X_test = rng.multivariate_normal(mean, covariance, size=20_000)
-    # Small network, large batches and a high learning rate: a few seconds on one core.
+    # Small network and large batches: a few seconds on one core. The
+    # default Gaussian start is already close to the truth, so the default
+    # learning rate suffices; at 1e-2, Adam's steps on the start layer move
+    # a whitened variance by about 0.1 epoch to epoch (seen: 0.894), the
+    # moment test's tolerance, although the likelihood gap stays below 0.01.
     estimator = RealNVPDensity(
-        n_layers=4, hidden_dims=(16,), max_epochs=10, batch_size=512, lr=1e-2, random_state=0
+        n_layers=4, hidden_dims=(16,), max_epochs=10, batch_size=512, lr=1e-3, random_state=0
     ).fit(X_train)
     return mean, covariance, X_test, estimator
 
