@@ -20,7 +20,8 @@ deviation over the splits, the JSON every split:
 (b) Classification on sklearn's digits and breast cancer: accuracy, log-loss,
     and out-of-distribution ROC-AUC (test rows against the same rows with every
     column permuted independently, scored by log p(x)) for FlowClassifier
-    (per class and conditional) against QuadraticDiscriminantAnalysis,
+    with its default flow (per class and conditional) and with the
+    regressor's spline flow, against QuadraticDiscriminantAnalysis,
     GaussianNB, a per-class GaussianMixture and LogisticRegression.
 
 Writes ``benchmarks/results/conditional.json`` and ``conditional.md``.
@@ -61,7 +62,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skflow import FlowClassifier, FlowRegressor, RealNVPDensity
+from skflow import FlowClassifier, FlowRegressor, NeuralSplineDensity
 from skflow.conditional import _default_regression_flow
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "regression"
@@ -198,29 +199,33 @@ def run_classification(quick: bool, seeds: list[int]) -> list[dict]:
             priors = np.array([np.mean(y_train == k) for k in classes])
             contenders: dict = {}
             temperatures: dict = {}
-            for strategy in ("per_class", "conditional"):
-                flow = RealNVPDensity(
-                    n_layers=4,
-                    hidden_dims=(64, 64),
-                    max_epochs=10 if quick else 60,
-                    patience=15,
-                    weight_decay=1e-4,
-                    noise_std=0.1,
-                    random_state=0,
-                )
+            # The classifier's default flow (flow=None); --quick only cuts its epochs.
+            default_flow = None if not quick else FlowClassifier()._default_flow(len(X_train)).set_params(max_epochs=10)
+            # For comparison, the regressor's default family, a spline flow.
+            spline_flow = NeuralSplineDensity(
+                n_layers=4, hidden_dims=(64, 64), max_epochs=10 if quick else 200, random_state=0
+            )
+            for label, strategy, flow in (
+                ("per_class", "per_class", default_flow),
+                ("conditional", "conditional", default_flow),
+                ("per_class_spline", "per_class", spline_flow),
+                ("conditional_spline", "conditional", spline_flow),
+            ):
                 start = time.perf_counter()
                 model = FlowClassifier(flow=flow, strategy=strategy).fit(X_train, y_train)
                 seconds = time.perf_counter() - start
                 log_density = model.score_samples(np.vstack([X_test, outliers]))
-                contenders[f"flow_{strategy}"] = (model.predict_proba(X_test), log_density, seconds)
+                contenders[f"flow_{label}"] = (model.predict_proba(X_test), log_density, seconds)
+                temperatures[label] = model.temperature_
+                if "spline" in label:
+                    continue
                 # The same flows without the fitted temperature (plain Bayes' rule, T = 1).
                 joint = model._joint_log_likelihood(X_test)
-                contenders[f"flow_{strategy}_T1"] = (
+                contenders[f"flow_{label}_T1"] = (
                     np.exp(joint - logsumexp(joint, axis=1, keepdims=True)),
                     log_density,
                     None,
                 )
-                temperatures[strategy] = model.temperature_
             qda = QuadraticDiscriminantAnalysis(reg_param=0.1).fit(X_train, y_train)
             contenders["qda"] = (qda.predict_proba(X_test), None, None)
             nb = GaussianNB().fit(X_train, y_train)
@@ -332,9 +337,11 @@ def combine(regression_json: str, classification_json: str, output: Path) -> Non
     classification_run = json.loads(Path(classification_json).read_text())
     if regression_run["seeds"] != classification_run["seeds"]:
         raise ValueError("the two runs used different splits")
+    # A run that was itself combined keeps each part's own command.
+    regression_command = regression_run.get("regression_command", regression_run["command"])
+    classification_command = classification_run.get("classification_command", classification_run["command"])
     command = (
-        f"{regression_run['command']}` (regression) and `{classification_run['command']}` (classification), "
-        f"merged by `--combine"
+        f"{regression_command}` (regression) and `{classification_command}` (classification), merged by `--combine"
     )
     table = markdown(
         regression_run["regression"], classification_run["classification"], command, regression_run["seeds"]
@@ -342,6 +349,8 @@ def combine(regression_json: str, classification_json: str, output: Path) -> Non
     print(table)
     payload = {
         "command": command,
+        "regression_command": regression_command,
+        "classification_command": classification_command,
         "seeds": regression_run["seeds"],
         "quick": regression_run["quick"] or classification_run["quick"],
         "regression": regression_run["regression"],

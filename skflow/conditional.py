@@ -540,8 +540,12 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
     ----------
     flow : skflow density estimator or None, default=None
         The family and its settings, used unfitted as a template (see
-        :class:`FlowRegressor`); None uses ``NeuralSplineDensity(n_layers=4,
-        hidden_dims=(64, 64), random_state=0)``.
+        :class:`FlowRegressor`); None uses ``RealNVPDensity(n_layers=4,
+        hidden_dims=(64, 64), max_epochs=60, patience=15, weight_decay=1e-4,
+        noise_std=0.1, init="identity", random_state=0)``: on breast cancer and digits
+        (``benchmarks/conditional.py``) it gave a lower test log-loss than the
+        regressor's spline flow with either strategy (0.163 against 0.225
+        per class on breast cancer, 0.172 against 0.271 on digits).
     strategy : {"per_class", "conditional"}, default="per_class"
         ``"per_class"`` fits one flow per class; ``"conditional"`` one flow
         whose conditioners see the one-hot class (shared weights: cheaper
@@ -618,6 +622,28 @@ class FlowClassifier(ClassifierMixin, _ConditionalFlowEstimator):
         self.strategy = strategy
         self.priors = priors
         self.calibration = calibration
+
+    def _default_flow(self, n_rows: int) -> FlowEstimator:
+        # Class densities of tens of dimensions from a few hundred rows: a
+        # small RealNVP with noise regularisation. The regressor's spline
+        # flow models a few target columns and was worse here on both
+        # benchmark tables (see the flow parameter's documentation). The
+        # Gaussian start (RealNVPDensity's own default) is off: on digits
+        # each class has pixels that are almost constant, and per-class flows
+        # started at their shrunk Gaussians had a test log-loss of 0.42
+        # against 0.17 from the identity start.
+        from .realnvp import RealNVPDensity
+
+        return RealNVPDensity(
+            n_layers=4,
+            hidden_dims=(64, 64),
+            max_epochs=60,
+            patience=15,
+            weight_decay=1e-4,
+            noise_std=0.1,
+            init="identity",
+            random_state=0,
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FlowClassifier:

@@ -368,6 +368,24 @@ def test_temperature_minimises_the_log_loss_of_rows_no_flow_trained_on(strategy)
     assert held_out_log_loss(classifier.temperature_) <= held_out_log_loss(1.0)
 
 
+def test_default_classifier_flow_is_the_documented_one_and_learns():
+    X, y = _blobs(300)
+    classifier = FlowClassifier().fit(X, y)
+    documented = {
+        "n_layers": 4,
+        "hidden_dims": (64, 64),
+        "max_epochs": 60,
+        "patience": 15,
+        "weight_decay": 1e-4,
+        "noise_std": 0.1,
+    }
+    assert isinstance(classifier.flow_, RealNVPDensity)
+    assert {key: classifier.flow_.get_params()[key] for key in documented} == documented
+    assert classifier.flow_.init == "identity"
+    assert classifier.score(X, y) > 0.9
+    assert classifier.temperature_ >= 1.0
+
+
 def test_separable_held_out_rows_do_not_sharpen_the_posterior():
     # Classes 6 sd apart: every held-out row is classified right, by 6 nats
     # or more, so their log-loss keeps falling as T -> 0. T stays at 1, the
