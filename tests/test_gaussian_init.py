@@ -1,10 +1,12 @@
 """The Gaussian start of the exact families (``init="gaussian"``).
 
-Ground truth is independent of skflow: scikit-learn's ``ledoit_wolf`` on the
-standardised rows, scipy's ``multivariate_normal`` and numpy's Cholesky
-factorisation. "Untrained" fits run one epoch at a learning rate of 1e-12,
-which moves every weight by about 1e-12 (Adam's step is about ``lr``), so the
-fitted model is the model as built, through the public API.
+Ground truth is independent of skflow's power sums: numpy's covariance of
+the standardised rows, scikit-learn's ``ledoit_wolf``, scipy's
+``multivariate_normal`` (for the cross-validated choice of the shrinkage,
+fold by fold) and numpy's Cholesky factorisation. "Untrained" fits run one
+epoch at a learning rate of 1e-12, which moves every weight by about 1e-12
+(Adam's step is about ``lr``), so the fitted model is the model as built,
+through the public API.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from skflow import (
     NICEDensity,
     RealNVPDensity,
 )
-from skflow.base import _ledoit_wolf, _MomentSums
+from skflow.base import _SHRINKAGE_GRID, _fold_of_rows, _ledoit_wolf, _MomentSums
 from skflow.flows import LULinear
 
 SMALL = {"n_layers": 2, "hidden_dims": (8,), "random_state": 0}
@@ -44,17 +46,47 @@ def correlated_rows(n: int = 120, d: int = 4, seed: int = 0) -> np.ndarray:
     return rng.normal(size=(n, d)) @ mixing.T * np.arange(1, d + 1) + np.linspace(-5, 20, d)
 
 
-def shrunk_gaussian(X: np.ndarray, estimator, extra_variance: np.ndarray | float = 0.0):
-    """scipy's Gaussian in data units whose standardised covariance is sklearn's Ledoit-Wolf estimate."""
+def blend(covariance: np.ndarray, shrinkage: float) -> np.ndarray:
+    """``(1 - a) C + a * mean(diag C) * I``, written out."""
+    d = len(covariance)
+    return (1 - shrinkage) * covariance + shrinkage * np.trace(covariance) / d * np.eye(d)
+
+
+def start_covariance(X: np.ndarray, estimator, extra_variance: np.ndarray | float = 0.0, weights=None) -> np.ndarray:
+    """The start's covariance in standardised units, from numpy, at the estimator's chosen shrinkage."""
     standardised = (X - estimator.mean_) / estimator.scale_
-    covariance, _ = ledoit_wolf(standardised)
+    covariance = np.atleast_2d(np.cov(standardised.T, bias=True, aweights=weights))
     covariance = covariance + np.diag(np.broadcast_to(extra_variance, len(covariance)))
+    return blend(covariance, estimator.start_shrinkage_)
+
+
+def shrunk_gaussian(X: np.ndarray, estimator, extra_variance: np.ndarray | float = 0.0):
+    """scipy's Gaussian in data units with the start's covariance."""
+    covariance = start_covariance(X, estimator, extra_variance)
     return multivariate_normal(estimator.mean_, covariance * np.outer(estimator.scale_, estimator.scale_))
 
 
 def whitening(X: np.ndarray, estimator) -> np.ndarray:
-    covariance, _ = ledoit_wolf((X - estimator.mean_) / estimator.scale_)
-    return np.linalg.inv(np.linalg.cholesky(covariance))
+    return np.linalg.inv(np.linalg.cholesky(start_covariance(X, estimator)))
+
+
+def cross_validated_shrinkage(X: np.ndarray, estimator, extra_variance: np.ndarray | float = 0.0) -> float:
+    """The candidate with the best held-out Gaussian likelihood over the start's folds, by brute force."""
+    standardised = (X - estimator.mean_) / estimator.scale_
+    folds = _fold_of_rows(X)
+    candidates = sorted({*_SHRINKAGE_GRID, ledoit_wolf(standardised)[1]})
+    scores = []
+    for shrinkage in candidates:
+        total = 0.0
+        for fold in np.unique(folds):
+            inside, outside = standardised[folds != fold], standardised[folds == fold]
+            covariance = np.cov(inside.T, bias=True) + np.diag(np.broadcast_to(extra_variance, X.shape[1]))
+            try:
+                total += multivariate_normal(inside.mean(axis=0), blend(covariance, shrinkage)).logpdf(outside).sum()
+            except (np.linalg.LinAlgError, ValueError):  # singular
+                total = -np.inf
+        scores.append(total)
+    return candidates[int(np.argmax(scores))]
 
 
 def start_layer(estimator) -> LULinear:
@@ -71,9 +103,10 @@ def weight_of(estimator) -> np.ndarray:
 # The untrained flow is the shrunk Gaussian
 # ---------------------------------------------------------------------- #
 @pytest.mark.parametrize(("dtype", "atol"), [("float64", 1e-5), ("float32", 1e-3)])
-def test_untrained_realnvp_is_the_ledoit_wolf_gaussian(dtype: str, atol: float) -> None:
+def test_untrained_realnvp_is_the_shrunk_gaussian(dtype: str, atol: float) -> None:
     X = correlated_rows()
     flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype=dtype).fit(X)  # init="gaussian" is RealNVP's default
+    assert flow.start_shrinkage_ == pytest.approx(cross_validated_shrinkage(X, flow), abs=1e-12)
     expected = shrunk_gaussian(X, flow).logpdf(X)
     np.testing.assert_allclose(flow.score_samples(X), expected, atol=atol, rtol=0)
     # Far from the identity start: the columns are strongly correlated.
@@ -84,7 +117,7 @@ def test_untrained_realnvp_is_the_ledoit_wolf_gaussian(dtype: str, atol: float) 
 @pytest.mark.parametrize(
     "family", [NICEDensity, MAFDensity, NeuralSplineDensity, GlowDensity], ids=lambda cls: cls.__name__
 )
-def test_untrained_families_are_the_ledoit_wolf_gaussian(family) -> None:
+def test_untrained_families_are_the_shrunk_gaussian(family) -> None:
     """Every family whose layers start as the identity starts exactly at the shrunk Gaussian."""
     X = correlated_rows(80)
     flow = family(init="gaussian", **UNTRAINED, dtype="float64", random_state=0).fit(X)
@@ -98,16 +131,28 @@ def test_dequantisation_and_noise_variances_are_part_of_the_start() -> None:
     flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64", noise_std=0.2).fit(X)
     assert flow.dequantized_features_.tolist() == [False, False, False, True]
     extra = (flow.dequantization_widths_ / flow.scale_) ** 2 / 12 + 0.2**2
+    assert flow.start_shrinkage_ == pytest.approx(cross_validated_shrinkage(X, flow, extra), abs=1e-12)
     np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow, extra).logpdf(X), atol=1e-5, rtol=0)
 
 
-def test_few_rows_for_the_columns_still_give_a_finite_start() -> None:
-    """Fewer rows than columns: the sample covariance is singular; the shrunk one is not."""
+def test_few_rows_for_the_columns_get_a_shrunk_start() -> None:
+    """Fewer rows than columns: the sample covariance is singular, and held-out rows ask for shrinkage."""
     rng = np.random.default_rng(2)
-    X = rng.normal(size=(20, 30)) @ rng.normal(size=(30, 30))
+    X = rng.normal(size=(40, 30)) @ (0.3 * rng.normal(size=(30, 30)) + np.eye(30))
     flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(X)
-    _, shrinkage = ledoit_wolf((X - flow.mean_) / flow.scale_)
-    assert 0 < shrinkage < 1
+    assert 0 < flow.start_shrinkage_ < 1
+    assert flow.start_shrinkage_ == pytest.approx(cross_validated_shrinkage(X, flow), abs=1e-12)
+    np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
+
+
+def test_nearly_collinear_columns_keep_an_unshrunk_start() -> None:
+    """A column that is almost a sum of others: any shrinkage would cost likelihood (ADBench's vertebral)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 4))
+    X = np.column_stack([X, X[:, 0] + X[:, 1] + 1e-3 * rng.normal(size=300)])
+    flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(X)
+    assert ledoit_wolf((X - flow.mean_) / flow.scale_)[1] > 0  # what Ledoit-Wolf alone would do
+    assert flow.start_shrinkage_ == cross_validated_shrinkage(X, flow) == 0.0
     np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
 
 
@@ -126,6 +171,7 @@ def test_power_sums_give_sklearns_ledoit_wolf(shift: str) -> None:
 
 
 def test_integer_weights_equal_repeated_rows() -> None:
+    """Ledoit-Wolf from weighted sums equals sklearn on the repeated rows; the whole start equals too."""
     X = correlated_rows(50, 5, seed=4)
     weights = np.random.default_rng(4).integers(1, 4, size=len(X)).astype(float)
     repeated = np.repeat(X, weights.astype(int), axis=0)
@@ -139,6 +185,7 @@ def test_integer_weights_equal_repeated_rows() -> None:
     # Through fit: the weighted start is the start of the repeated rows.
     by_weight = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(X, sample_weight=weights)
     by_copies = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64").fit(repeated)
+    assert by_weight.start_shrinkage_ == by_copies.start_shrinkage_
     np.testing.assert_allclose(weight_of(by_weight), weight_of(by_copies), atol=1e-8, rtol=0)
     np.testing.assert_allclose(weight_of(by_copies), whitening(repeated, by_copies), atol=1e-8, rtol=0)
 
@@ -151,6 +198,7 @@ def test_streaming_fit_starts_where_the_in_memory_fit_does(tmp_path) -> None:
     in_memory = RealNVPDensity(**settings).fit(X)
     streamed = RealNVPDensity(**settings).fit(MemmapSource(tmp_path / "rows.npy", chunk_rows=37, buffer_rows=111))
     np.testing.assert_allclose(streamed.mean_, in_memory.mean_, rtol=1e-12)
+    assert streamed.start_shrinkage_ == in_memory.start_shrinkage_
     np.testing.assert_allclose(weight_of(streamed), weight_of(in_memory), atol=1e-8, rtol=0)
     np.testing.assert_allclose(weight_of(streamed), whitening(X, streamed), atol=1e-8, rtol=0)
 
