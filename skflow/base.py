@@ -54,7 +54,7 @@ from ._dask import dask_aware
 from ._threads import torch_threads
 from .flows.core import BaseDistribution, FlowModel
 from .streaming import ChunkedSource
-from .training import RowStream, TrainingResult, _row_keys, row_blocks, train_model
+from .training import RowStream, TrainingResult, row_blocks, train_model
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 
@@ -318,19 +318,6 @@ _START_FOLDS = 5
 _SHRINKAGE_GRID = (0.0, 1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
-def _fold_of_rows(X: np.ndarray) -> np.ndarray:
-    """Fold (0 to ``_START_FOLDS - 1``) of each row of ``X`` (n, d), from a hash of its values.
-
-    Equal rows share a fold, so duplicates never sit on both sides of a
-    split (which would reward an unshrunk covariance), a weight ``k`` and
-    ``k`` copies of a row land in the same fold, and the folds do not depend
-    on the order of the rows or on how a stream is chunked.
-    """
-    # + 0.0: a fresh array, with -0.0 made +0.0 (equal values, equal bits).
-    keys = _row_keys((np.asarray(X, dtype=np.float64) + 0.0).view(np.uint64))
-    return (keys % np.uint64(_START_FOLDS)).astype(np.intp)
-
-
 @dataclasses.dataclass
 class _MomentSums:
     """Weighted power sums of rows ``u = x - shift``: what a shrunk Gaussian start needs, in one pass.
@@ -340,8 +327,12 @@ class _MomentSums:
     :func:`_start_covariance` centre and scale them afterwards. ``shift``
     (any row near the data, e.g. the first) keeps the sums free of
     cancellation when means are large. The first and second sums are kept
-    per fold (see :func:`_fold_of_rows`) for the cross-validated choice of
-    the shrinkage. All float64; a weight ``k`` counts as ``k`` copies.
+    per fold for the cross-validated choice of the shrinkage: row ``i`` (in
+    the order rows are added, across chunks) is in fold ``i mod K``. By
+    position rather than by value, so that rescaling columns (a scaler in
+    front) leaves the folds, and so the start, unchanged, and a stream gets
+    the folds of the same rows in memory. All float64; for the sums, a
+    weight ``k`` counts as ``k`` copies (the folds see one row).
     """
 
     shift: np.ndarray  # (d,)
@@ -350,6 +341,7 @@ class _MomentSums:
     fold_second: np.ndarray = dataclasses.field(init=False)  # (K, d, d): sum of w u u^T
     third: np.ndarray = dataclasses.field(init=False)  # (d, d): [j, k] = sum of w u_j^2 u_k
     fourth: np.ndarray = dataclasses.field(init=False)  # (d, d): [j, k] = sum of w u_j^2 u_k^2
+    n_rows: int = dataclasses.field(init=False, default=0)  # rows added so far (the next row's position)
 
     def __post_init__(self) -> None:
         d = len(self.shift)
@@ -377,7 +369,8 @@ class _MomentSums:
             squares = u * u
             w = np.ones(len(u)) if sample_weight is None else sample_weight[block]
             weighted, weighted_squares = u * w[:, None], squares * w[:, None]
-            folds = _fold_of_rows(rows)
+            folds = (self.n_rows + np.arange(len(rows))) % _START_FOLDS
+            self.n_rows += len(rows)
             for fold in np.unique(folds):
                 members = folds == fold
                 self.fold_total[fold] += float(w[members].sum())
@@ -466,7 +459,7 @@ def _start_covariance(
     squared (Frobenius) error, and where columns are nearly collinear any
     shrinkage it chooses costs nats of likelihood (ADBench's vertebral:
     3.4 nats per row at its 0.12), while on few rows for the columns it
-    helps. Each fold is scored from the power sums: with ``C = V diag(l) V^T``,
+    helps. Folds are by position (see :class:`_MomentSums`). Each fold is scored from the power sums: with ``C = V diag(l) V^T``,
     ``sum (z - m)^T C^-1 (z - m) = sum_j (V^T M V)_jj / l_j`` for the fold's
     centred second sums ``M``, so every candidate costs O(d) once ``C`` of
     the other folds is diagonalised.
