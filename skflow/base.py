@@ -1673,7 +1673,11 @@ class ExactFlowEstimator(FlowEstimator):
         from .flows.linear import DataInitialized, LULinear
 
         if not isinstance(model, ExactFlow):
-            raise TypeError(f"init='gaussian' needs an ExactFlow from build_model, got {type(model).__name__}.")
+            raise TypeError(
+                f"init='gaussian' puts its layer in front of the transform of the ExactFlow that build_model "
+                f"returns, but {type(self).__name__}.build_model returned a {type(model).__name__}; use "
+                "init='identity'."
+            )
         # Without a start (skflow.load rebuilding the structure) the layer's
         # values do not matter: the saved weights replace them. With one, it
         # is factorised in float64 and then cast to the estimator's dtype.
