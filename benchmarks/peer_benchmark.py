@@ -95,6 +95,10 @@ class Architecture:
         Whether the peers' AdamW uses torch's fused kernel, as skflow's
         engine does wherever it is supported (same update, fewer kernel
         calls). False gives the peers torch's default implementation.
+    skflow_n_threads : int or None
+        skflow's ``n_threads``. None lets its thread policy choose (one
+        thread for these batch sizes, at most ``torch.get_num_threads()``);
+        a number makes skflow use the threads the peers are given.
     """
 
     n_layers: int = 8
@@ -104,6 +108,7 @@ class Architecture:
     lr: float = 1e-3
     gradient_clip: float | None = None
     peer_fused_adamw: bool = True
+    skflow_n_threads: int | None = None
 
 
 @dataclass
@@ -217,21 +222,7 @@ def score_torch_peer(peer: TorchPeer, X: np.ndarray, batch_size: int = 8192) -> 
 def fit_skflow_realnvp(X: np.ndarray, architecture: Architecture, seed: int) -> Any:
     from skflow import RealNVPDensity
 
-    return RealNVPDensity(
-        n_layers=architecture.n_layers,
-        hidden_dims=tuple(architecture.hidden_dims),
-        activation="relu",
-        max_epochs=architecture.epochs,
-        batch_size=architecture.batch_size,
-        lr=architecture.lr,
-        weight_decay=0.0,
-        validation_fraction=None,
-        patience=None,
-        gradient_clip=architecture.gradient_clip,
-        dequantize=False,
-        random_state=seed,
-        device="cpu",
-    ).fit(X)
+    return RealNVPDensity(n_layers=architecture.n_layers, **_skflow_training(architecture, seed)).fit(X)
 
 
 def score_skflow(estimator: Any, X: np.ndarray) -> np.ndarray:
@@ -325,6 +316,7 @@ def _skflow_training(architecture: Architecture, seed: int) -> dict[str, Any]:
         "dequantize": False,
         "random_state": seed,
         "device": "cpu",
+        "n_threads": architecture.skflow_n_threads,
     }
 
 

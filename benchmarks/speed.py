@@ -352,6 +352,37 @@ def _demo_loglik(stdout: str) -> float:
     return math.nan
 
 
+def _phased(code: str) -> str:
+    """``code`` with each statement timed, wall and process CPU seconds (all threads); the imports are one phase.
+
+    The script prints ``PHASES`` and a JSON list of ``[statement, wall s, CPU s]``;
+    CPU over wall is the number of cores the statement had on average.
+    """
+    lines = [line for line in code.strip().splitlines() if line.strip()]
+    is_import = [line.startswith(("from ", "import ")) for line in lines]
+    out = ["import json as _json, time as _time", "_phases = []", "_w, _c = _time.perf_counter(), _time.process_time()"]
+    for index, line in enumerate(lines):
+        out.append(line)
+        if is_import[index] and index + 1 < len(lines) and is_import[index + 1]:
+            continue  # consecutive imports are one phase
+        label = "imports" if is_import[index] else line
+        out += [
+            f"_phases.append(({label!r}, _time.perf_counter() - _w, _time.process_time() - _c))",
+            "_w, _c = _time.perf_counter(), _time.process_time()",
+        ]
+    out.append('print("PHASES " + _json.dumps(_phases))')
+    return "\n".join(out)
+
+
+def _phases(stdout: str) -> list | None:
+    for line in stdout.splitlines():
+        if line.startswith("PHASES "):
+            return json.loads(line[len("PHASES ") :])
+    return None
+
+
+QUICKSTART_PHASES = "README quickstart, timed statement by statement"
+
 README_JOBS = {
     "python -m skflow": [sys.executable, "-m", "skflow"],
     "README quickstart": [sys.executable, "-c", _QUICKSTART],
@@ -370,15 +401,19 @@ def time_to_quality(repeats: int, jobs: dict[str, list[str]] | None = None) -> d
         try:
             entry: dict[str, Any] = {"load_average_before": list(os.getloadavg())}
             for name, argv in jobs.items():
-                seconds, logliks = [], []
+                seconds, logliks, runs = [], [], []
                 for _ in range(repeats):
                     elapsed, stdout = _timed_run(argv)
                     seconds.append(elapsed)
                     if name == "python -m skflow":
                         logliks.append(_demo_loglik(stdout))
+                    if (phases := _phases(stdout)) is not None:
+                        runs.append(phases)
                 entry[name] = {"median_seconds": statistics.median(seconds), "all_seconds": seconds}
                 if logliks:
                     entry[name]["heldout_loglik"] = logliks
+                if runs:
+                    entry[name]["phases"] = runs
                 print(f"[time to quality] {condition} {name}: {seconds} {logliks}", file=sys.stderr, flush=True)
             entry["load_average_after"] = list(os.getloadavg())
         finally:
@@ -530,6 +565,8 @@ def report(result: dict[str, Any]) -> str:
                 f"{busy['load_average_before'][0]:.1f}."
             ),
         ]
+    if result.get("quickstart_phases"):
+        lines += ["", *_phase_table(result["quickstart_phases"])]
     if result.get("grid_search"):
         searches = result["grid_search"]
         lines += ["", "**GridSearchCV over RealNVP settings, cv=3: median seconds**", ""]
@@ -554,11 +591,68 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _phase_table(conditions: dict[str, Any]) -> list[str]:
+    """Per statement of the quickstart: wall and cores used, alone and beside the competitor (medians of runs)."""
+    calm, busy = (conditions[c][QUICKSTART_PHASES] for c in ("as the machine is", "with a competing BLAS process"))
+
+    def medians(entry: dict[str, Any]) -> dict[str, tuple[float, float]]:
+        runs = entry["phases"]
+        return {
+            label: (
+                statistics.median(run[i][1] for run in runs),
+                statistics.median(run[i][2] for run in runs),
+            )
+            for i, (label, _, _) in enumerate(runs[0])
+        }
+
+    a, b = medians(calm), medians(busy)
+    lines = [
+        "**README quickstart by statement, alone and beside the BLAS competitor (median seconds)**",
+        "",
+        "cores = CPU seconds of the process (all threads) / wall seconds; CPU-s ratio = the statement's CPU",
+        "seconds beside the competitor over alone (the work itself growing, e.g. through shared caches). On 2",
+        "cores, one thread beside the competitor's two gets 2/3 of a core: a wall ratio of 1.5x is the floor",
+        "for single-threaded work, and other processes on the machine lower the share further. share = the",
+        "statement's part of the extra wall time.",
+        "",
+        "| statement | wall alone | cores alone | wall beside | cores beside | wall ratio | CPU-s ratio | share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [(label, *a[label], *b[label]) for label in a]
+    extra = sum(row[3] - row[1] for row in rows)
+    for label, wall_a, cpu_a, wall_b, cpu_b in rows:
+        lines.append(
+            f"| `{label}` | {wall_a:.2f} | {cpu_a / wall_a:.2f} | {wall_b:.2f} | {cpu_b / wall_b:.2f} | "
+            f"{wall_b / wall_a:.2f}x | {cpu_b / cpu_a:.2f}x | {100 * (wall_b - wall_a) / extra:.0f}% |"
+        )
+    total_a, total_b = sum(row[1] for row in rows), sum(row[3] for row in rows)
+    cpu_a, cpu_b = sum(row[2] for row in rows), sum(row[4] for row in rows)
+    lines.append(
+        f"| all statements | {total_a:.2f} | {cpu_a / total_a:.2f} | {total_b:.2f} | {cpu_b / total_b:.2f} | "
+        f"{total_b / total_a:.2f}x | {cpu_b / cpu_a:.2f}x | 100% |"
+    )
+    lines.append(
+        f"| whole process (interpreter start and exit included) | {calm['median_seconds']:.2f} | | "
+        f"{busy['median_seconds']:.2f} | | {busy['median_seconds'] / calm['median_seconds']:.2f}x | | |"
+    )
+    lines += [
+        "",
+        (
+            f"Load average before each condition: {conditions['as the machine is']['load_average_before'][0]:.1f} "
+            f"and {conditions['with a competing BLAS process']['load_average_before'][0]:.1f}; after: "
+            f"{conditions['as the machine is']['load_average_after'][0]:.1f} and "
+            f"{conditions['with a competing BLAS process']['load_average_after'][0]:.1f}."
+        ),
+    ]
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and data: a smoke run")
     parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=["realnvp", "maf", "nsf", "glow"])
-    parser.add_argument("--parts", nargs="+", choices=["throughput", "scoring", "target", "busy", "demo", "grid"],
+    parser.add_argument("--parts", nargs="+",
+                        choices=["throughput", "scoring", "target", "busy", "demo", "phases", "grid"],
                         default=["throughput", "scoring", "target", "busy", "demo", "grid"])  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fit (default 20, quick 2)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3, quick 1)")
@@ -622,6 +716,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["oversubscription"] = oversubscription(repeats)
     if "demo" in args.parts:
         result["time_to_quality"] = time_to_quality(1 if quick else min(repeats, 2))
+    if "phases" in args.parts:
+        job = {QUICKSTART_PHASES: [sys.executable, "-c", _phased(_QUICKSTART)]}
+        result["quickstart_phases"] = time_to_quality(1 if quick else min(repeats, 2), job)
     if "grid" in args.parts:
         result["grid_search"] = grid_search(1 if quick else min(repeats, 2), quick)
     result["table_markdown"] = report(result)
