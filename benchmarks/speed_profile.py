@@ -189,9 +189,9 @@ def scoring_case(X_train, X_score, architecture, threads: int, repeats: int) -> 
         for name in names:
             contender, model = fitted[name]
             contender.score(model, X_score[:1024])  # warm
-            walls[name].append(seconds(lambda: contender.score(model, X_score)))
+            walls[name].append(seconds(lambda c=contender, m=model: c.score(m, X_score)))
     for name, (contender, model) in fitted.items():
-        prof = profiled(lambda: contender.score(model, X_score), 1)
+        prof = profiled(lambda c=contender, m=model: c.score(m, X_score), 1)
         out[name] = summarise(min(walls[name]), prof)
         out[name]["rows_per_second"] = len(X_score) / out[name]["wall"]
     return out
@@ -205,12 +205,13 @@ def training_case(X_train, architecture, threads: int, repeats: int) -> dict[str
         for contender in contenders[repeat % 2 :] + contenders[: repeat % 2]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                walls[contender.name].append(seconds(lambda: contender.fit(X_train, architecture, repeat)) / steps)
+                fit = lambda c=contender, seed=repeat: c.fit(X_train, architecture, seed)
+                walls[contender.name].append(seconds(fit) / steps)
     out: dict[str, Any] = {}
     for contender in contenders:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prof = profiled(lambda: contender.fit(X_train, architecture, 0), steps)
+            prof = profiled(lambda c=contender: c.fit(X_train, architecture, 0), steps)
         out[contender.name] = summarise(min(walls[contender.name]), prof)
         out[contender.name]["samples_per_second"] = architecture.batch_size / out[contender.name]["wall"]
     out["steps_per_fit"] = steps
@@ -239,15 +240,22 @@ def ceiling(case: dict[str, Any], target: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- #
 def report(result: dict[str, Any]) -> str:
     lines = [
-        f"Command: `{result['command']}`; torch {torch.__version__}, load average "
-        f"{result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after.",
-        "RealNVP, 8 couplings, (128, 128) ReLU conditioners, both libraries; ms per scoring call or per "
-        "optimiser step (wall, fastest repeat, no profiler). matmul = self time of addmm/mm/bmm (+ linear/matmul "
-        "wrappers) under torch.profiler; optimizer = AdamW update kernels + zero_grad; other = wall - "
-        "matmul - optimizer. ops = top-level aten calls per call/step (all aten calls, nested included).",
+        (
+            f"Command: `{result['command']}`; torch {torch.__version__}, load average "
+            f"{result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after."
+        ),
+        (
+            "RealNVP, 8 couplings, (128, 128) ReLU conditioners, both libraries; ms per scoring call or per "
+            "optimiser step (wall, fastest repeat, no profiler). matmul = self time of addmm/mm/bmm (+ "
+            "linear/matmul wrappers) under torch.profiler; optimizer = AdamW update kernels + zero_grad; other "
+            "= wall - matmul - optimizer. ops = top-level aten calls per call/step (all aten calls, nested "
+            "included). ceiling = zuko wall / skflow matmul."
+        ),
         "",
-        "| case | threads | library | wall ms | matmul fwd | matmul bwd | optimizer | other | GFLOP | ops (all) "
-        "| ratio | ceiling | target | within | non-matmul to remove |",
+        (
+            "| case | threads | library | wall ms | matmul fwd | matmul bwd | optimizer | other | GFLOP "
+            "| ops (all) | ratio | ceiling | target | within | non-matmul to remove |"
+        ),
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for key, case in result["cases"].items():
@@ -268,7 +276,16 @@ def report(result: dict[str, Any]) -> str:
                     else "| | | | | |"
                 )
             )
-    lines += ["", "Matrix products per call/step (skflow and zuko alike unless marked), first case of each kind:"]
+    lines += [
+        "",
+        (
+            "Matrix products per call or step, first case of each kind and thread count 1: shapes are "
+            "(bias, input, transposed weight) for addmm and (left, right) for mm."
+        ),
+        "",
+        "| case | product | shapes | skflow | zuko |",
+        "|---|---|---|---:|---:|",
+    ]
     seen = set()
     for key, case in result["cases"].items():
         kind = key.split(" ")[0]
@@ -276,10 +293,12 @@ def report(result: dict[str, Any]) -> str:
             continue
         seen.add(kind)
         mine, theirs = case["skflow"]["matmul_shapes_per_unit"], case["zuko"]["matmul_shapes_per_unit"]
-        lines.append(f"- {key.rsplit('@', 1)[0]}:")
         for shape in sorted(set(mine) | set(theirs)):
-            a, b = mine.get(shape, 0.0), theirs.get(shape, 0.0)
-            lines.append(f"  - `{shape}`: " + (f"{a:g}" if a == b else f"skflow {a:g}, zuko {b:g}"))
+            product, direction, shapes = shape.split(" ", 2)
+            lines.append(
+                f"| {key.rsplit('@', 1)[0]} | {product} {direction} | `{shapes}` "
+                f"| {mine.get(shape, 0.0):g} | {theirs.get(shape, 0.0):g} |"
+            )
     return "\n".join(lines)
 
 
