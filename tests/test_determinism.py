@@ -25,8 +25,15 @@ def test_same_random_state_gives_identical_scores(index: int) -> None:
 @pytest.mark.parametrize("index", estimator_params("skflow_determinism"))
 def test_different_random_state_gives_different_scores(index: int) -> None:
     first = fitted_estimator(index)
+    # A Gaussian start (init="gaussian") is computed from the rows alone, and
+    # a 3-epoch fit may keep it as the best weights (best_epoch_ 0): the same
+    # model for every seed, by design. The seed acts on training, which the
+    # identity start always goes through.
+    identity = {"init": "identity"} if "init" in first.get_params() else {}
+    if identity:
+        first = fresh_estimator(index, **identity).fit(correlated_data())
     other_seed = 2 if first.random_state == 1 else 1
-    other = fresh_estimator(index, random_state=other_seed).fit(correlated_data())
+    other = fresh_estimator(index, random_state=other_seed, **identity).fit(correlated_data())
     assert not np.allclose(other.score_samples(X_SCORE), first.score_samples(X_SCORE))
 
 

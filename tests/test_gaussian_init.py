@@ -293,3 +293,36 @@ def test_float64_start_on_cuda_matches_the_gaussian() -> None:
     flow = RealNVPDensity(**SMALL, **UNTRAINED, dtype="float64", device="cuda").fit(X)
     assert flow.device_.type == "cuda" and start_layer(flow).lower.device.type == "cuda"
     np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------- #
+# The start is a candidate for the weights kept (epoch 0)
+# ---------------------------------------------------------------------- #
+def held_out_start_loss(X: np.ndarray, flow) -> float:
+    """Mean negative log-density (standardised units) of the held-out rows under the start, from scipy."""
+    rows = (X[flow._validation_index] - flow.mean_) / flow.scale_
+    covariance = start_covariance(X, flow)
+    return float(-multivariate_normal(np.zeros(X.shape[1]), covariance).logpdf(rows).mean())
+
+
+def test_the_start_is_kept_when_no_epoch_beats_it() -> None:
+    """Gaussian rows and a reckless learning rate: every epoch is worse than the untrained Gaussian."""
+    X = np.random.default_rng(9).normal(size=(400, 4)) @ np.array(
+        [[2.0, 0, 0, 0], [1.5, 1.0, 0, 0], [0, -1.0, 0.5, 0], [0.3, 0, 0.2, 1.0]]
+    )
+    flow = RealNVPDensity(**SMALL, max_epochs=3, lr=0.03, validation_fraction=0.25, dtype="float64").fit(X)
+    start_loss = held_out_start_loss(X, flow)
+    assert all(row["valid_loss"] > start_loss for row in flow.history_)
+    assert flow.best_epoch_ == 0 and flow.n_iter_ == 3
+    np.testing.assert_allclose(flow.score_samples(X), shrunk_gaussian(X, flow).logpdf(X), atol=1e-5, rtol=0)
+
+
+def test_an_epoch_that_beats_the_start_is_kept() -> None:
+    """Two half-moons are far from Gaussian: training improves on the start, and the best epoch is kept."""
+    from sklearn.datasets import make_moons
+
+    X, _ = make_moons(600, noise=0.05, random_state=0)
+    flow = RealNVPDensity(**SMALL, max_epochs=15, lr=5e-3, validation_fraction=0.25, dtype="float64").fit(X)
+    start_loss = held_out_start_loss(X, flow)
+    assert flow.best_epoch_ >= 1
+    assert flow.history_[flow.best_epoch_ - 1]["valid_loss"] < start_loss
