@@ -633,7 +633,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         Number of epochs run.
     best_epoch_ : int
         Epoch whose weights ``model_`` holds: the best by held-out
-        likelihood, or the last without a validation split.
+        likelihood, or the last without a validation split; 0 when an
+        exact family's Gaussian start (``init="gaussian"``) beat every
+        epoch and was kept untrained.
     mean_ : ndarray of shape (n_features,)
         Column means used to standardise the inputs.
     scale_ : ndarray of shape (n_features,)
@@ -1656,7 +1658,9 @@ class ExactFlowEstimator(FlowEstimator):
         5 folds. The untrained model is then that full-covariance Gaussian
         (exactly so for families whose layers start as the identity, with
         ``n_base_components=1``), and training only has to learn what is
-        not Gaussian. Shrinkage matters when the rows are few for the
+        not Gaussian. That untrained model also competes with the epochs
+        for the weights kept: when no epoch beats it on the held-out rows
+        (``validation_fraction``), it is kept and ``best_epoch_`` is 0. Shrinkage matters when the rows are few for the
         columns; on nearly collinear columns any shrinkage costs likelihood,
         hence the choice by held-out rows rather than Ledoit-Wolf's
         squared-error rule. It costs ``O(n d^2)`` in the pass over the rows
