@@ -26,6 +26,10 @@ duration only:
 
 The caller's setting is restored afterwards. torch's thread count is per OS
 thread once set, so each thread saves and restores its own.
+
+:func:`blas_threads` applies the same policy to the BLAS behind numpy and
+scipy (through threadpoolctl), for the array work a fit does outside torch:
+the moments and eigendecompositions of a Gaussian start.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import torch
 
 __all__ = [
     "MACS_PER_THREAD",
+    "blas_threads",
     "busy_cores",
     "choose_n_threads",
     "free_cores",
@@ -232,3 +237,44 @@ def torch_threads(n_threads: int | None, *, macs: float, device: torch.device | 
         if depth == 0:
             with _lock:
                 _active -= 1
+
+
+@contextmanager
+def blas_threads(n_threads: int | None, *, macs: float) -> Iterator[int]:
+    """Run the body with numpy's and scipy's BLAS threads chosen by :func:`choose_n_threads`.
+
+    The BLAS library starts, like torch, with a thread per core, and its
+    threads spin at every call as torch's do, so a fit's own array work
+    (the power sums and eigendecompositions of ``init="gaussian"``) gets the
+    same policy as its torch work: the estimator's ``n_threads`` if set, else
+    no more than the work, the caller's BLAS limit, ``OMP_NUM_THREADS`` and
+    the free cores allow. The caller's limit is restored afterwards.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        The estimator's ``n_threads`` (None: decide).
+    macs : float
+        Multiply-accumulates of one BLAS call of the work.
+
+    Yields
+    ------
+    n_threads : int
+        The number of BLAS threads in effect.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    caller = max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
+    by_work = 1 + int(macs // MACS_PER_THREAD)
+    probe = n_threads is None and min(caller, by_work) > 1
+    chosen = choose_n_threads(
+        requested=n_threads,
+        macs=macs,
+        caller_threads=caller,
+        env_limit=_env_thread_limit(),
+        n_cores=available_cores(),
+        busy=busy_cores() if probe else None,
+        concurrent=_active + 1,  # skflow work already running in this process, and this
+    )
+    with threadpool_limits(limits=chosen, user_api="blas"):
+        yield chosen

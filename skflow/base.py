@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from typing_extensions import dataclass_transform
 
 from ._dask import dask_aware
-from ._threads import torch_threads
+from ._threads import blas_threads, torch_threads
 from .flows.core import BaseDistribution, FlowModel
 from .streaming import ChunkedSource
 from .training import RowStream, TrainingResult, row_blocks, train_model
@@ -833,7 +833,12 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.dequantized_features_ = self.dequantization_widths_ > 0
         self.data_min_, self.data_max_ = X.min(axis=0), X.max(axis=0)
         if self._wants_moment_sums():
-            self._pending_start = self._data_start(_MomentSums(self.mean_).add(X, sample_weight))
+            d = X.shape[1]
+            # numpy's BLAS, sized by the thread policy as torch's threads are.
+            with blas_threads(self.n_threads, macs=float(len(X)) * d * d):
+                sums = _MomentSums(self.mean_).add(X, sample_weight)
+            with blas_threads(self.n_threads, macs=float(d) ** 3):
+                self._pending_start = self._data_start(sums)
         self._optimizer_state: dict | None = None
         self.history_: list[dict[str, float]] = []
         self._train(X, seed, sample_weight, fresh=True, **training)
@@ -1066,7 +1071,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
                 raise ValueError(f"Input X contains NaN or infinity (in chunk {index} of the source).")
             shift = chunk[0] if shift is None else shift  # shifted sums: no cancellation for large means
             if not warm and self._wants_moment_sums():
-                sums = (_MomentSums(shift) if sums is None else sums).add(chunk)
+                with blas_threads(self.n_threads, macs=float(len(chunk)) * chunk.shape[1] ** 2):
+                    sums = (_MomentSums(shift) if sums is None else sums).add(chunk)
             totals += (chunk - shift).sum(axis=0)
             squares += ((chunk - shift) ** 2).sum(axis=0)
             low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
@@ -1089,7 +1095,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             self._optimizer_state = None
             self.history_ = []
             if sums is not None:
-                self._pending_start = self._data_start(sums)
+                with blas_threads(self.n_threads, macs=float(source.n_features) ** 3):
+                    self._pending_start = self._data_start(sums)
         accelerator_device = resolve_device(self.device)
         valid_rows = np.concatenate(validation)
         stream = RowStream(

@@ -211,3 +211,44 @@ def test_on_a_gpu_the_callers_threads_are_left_alone() -> None:
     assert recorder.seen_ == [2]
     with torch_threads(None, macs=1, device=torch.device("cuda")) as chosen:
         assert chosen == 2
+
+
+def _blas_thread_counts() -> set[int]:
+    from threadpoolctl import threadpool_info
+
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_blas_threads_follow_the_policy_and_restore_the_caller() -> None:
+    np.ones((4, 4)) @ np.ones((4, 4))  # numpy's BLAS is loaded
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_thread_counts()
+        with _threads.blas_threads(None, macs=MACS_PER_THREAD - 1) as chosen:
+            assert chosen == 1
+            assert _blas_thread_counts() == {1}
+        assert _blas_thread_counts() == before
+        with _threads.blas_threads(2, macs=1.0) as chosen:  # an explicit n_threads wins
+            assert chosen == 2
+            assert _blas_thread_counts() == {2}
+    # Never above the caller's own limit, however large the work.
+    with threadpool_limits(limits=1, user_api="blas"), _threads.blas_threads(None, macs=LARGE) as chosen:
+        assert chosen == 1
+
+
+def test_the_gaussian_start_runs_its_array_work_on_the_policy_s_blas_threads(monkeypatch) -> None:
+    from skflow import base
+
+    seen: list[set[int]] = []
+    add = base._MomentSums.add
+
+    def recording_add(self, X, sample_weight=None):
+        seen.append(_blas_thread_counts())
+        return add(self, X, sample_weight)
+
+    monkeypatch.setattr(base._MomentSums, "add", recording_add)
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    with threadpool_limits(limits=2, user_api="blas"):
+        RealNVPDensity(n_layers=2, hidden_dims=(8,), max_epochs=1, init="gaussian", random_state=0).fit(X)
+        RealNVPDensity(n_layers=2, hidden_dims=(8,), max_epochs=1, init="gaussian", n_threads=2, random_state=0).fit(X)
+    # 200 x 3 rows: one thread by the policy; n_threads=2 is honoured.
+    assert seen == [{1}, {2}]
