@@ -24,8 +24,8 @@ Usage::
     python benchmarks/tabular_density.py                 # all 31 tables, at most 10,000 rows each
     python benchmarks/tabular_density.py --datasets Pima yeast --max-rows 3000 --output scratch
     python benchmarks/tabular_density.py --flow-params '{"noise_std": 0.1}' --output scratch
-    python benchmarks/tabular_density.py --init identity    # the per-column start (the default until the
-                                                            # Gaussian start; adbench_density.* were made so)
+    python benchmarks/tabular_density.py --init identity --output adbench_density_identity
+                                                 # the per-column start, the default before the Gaussian start
 
 Writes ``benchmarks/results/<output>.json`` and ``<output>.md`` (default
 ``adbench_density``) and prints the markdown table.
