@@ -165,6 +165,22 @@ def choose_n_threads(
     return max(1, min(wanted, free))
 
 
+def _decide(n_threads: int | None, *, macs: float, caller_threads: int, concurrent: int) -> int:
+    """:func:`choose_n_threads` with this machine's cores, limits and (only if it matters) load."""
+    # Probe the machine only when the work could use more than one thread.
+    by_work = 1 + int(macs // MACS_PER_THREAD)
+    probe = n_threads is None and concurrent == 1 and min(caller_threads, by_work) > 1
+    return choose_n_threads(
+        requested=n_threads,
+        macs=macs,
+        caller_threads=caller_threads,
+        env_limit=_env_thread_limit(),
+        n_cores=available_cores(),
+        busy=busy_cores() if probe else None,
+        concurrent=concurrent,
+    )
+
+
 def share_with_concurrent_work() -> None:
     """Drop this thread to one torch thread if other skflow work runs in this process.
 
@@ -211,19 +227,7 @@ def torch_threads(n_threads: int | None, *, macs: float, device: torch.device | 
     try:
         # Nested regions of one thread (a detector fitting its estimator)
         # count once; the inner one is capped by the outer one's setting.
-        concurrent = _active
-        # Probe the machine only when the work could use more than one thread.
-        by_work = 1 + int(macs // MACS_PER_THREAD)
-        probe = n_threads is None and concurrent == 1 and min(caller, by_work) > 1
-        chosen = choose_n_threads(
-            requested=n_threads,
-            macs=macs,
-            caller_threads=caller,
-            env_limit=_env_thread_limit(),
-            n_cores=available_cores(),
-            busy=busy_cores() if probe else None,
-            concurrent=concurrent,
-        )
+        chosen = _decide(n_threads, macs=macs, caller_threads=caller, concurrent=_active)
         if chosen != caller:
             torch.set_num_threads(chosen)
         try:
@@ -265,16 +269,7 @@ def blas_threads(n_threads: int | None, *, macs: float) -> Iterator[int]:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     caller = max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
-    by_work = 1 + int(macs // MACS_PER_THREAD)
-    probe = n_threads is None and min(caller, by_work) > 1
-    chosen = choose_n_threads(
-        requested=n_threads,
-        macs=macs,
-        caller_threads=caller,
-        env_limit=_env_thread_limit(),
-        n_cores=available_cores(),
-        busy=busy_cores() if probe else None,
-        concurrent=_active + 1,  # skflow work already running in this process, and this
-    )
+    # skflow work already running in this process, and this.
+    chosen = _decide(n_threads, macs=macs, caller_threads=caller, concurrent=_active + 1)
     with threadpool_limits(limits=chosen, user_api="blas"):
         yield chosen
