@@ -1667,8 +1667,9 @@ class ExactFlowEstimator(FlowEstimator):
         ``n_base_components=1``), and training only has to learn what is
         not Gaussian. That untrained model also competes with the epochs
         for the weights kept: when no epoch beats it on the held-out rows
-        (``validation_fraction``), it is kept and ``best_epoch_`` is 0. Shrinkage matters when the rows are few for the
-        columns; on nearly collinear columns any shrinkage costs likelihood,
+        (``validation_fraction``), it is kept and ``best_epoch_`` is 0.
+        Shrinkage matters when the rows are few for the columns; on nearly
+        collinear columns any shrinkage costs likelihood,
         hence the choice by held-out rows rather than Ledoit-Wolf's
         squared-error rule. It costs ``O(n d^2)`` in the pass over the rows
         that computes the standardisation, plus five ``d x d`` eigenvalue
@@ -1677,8 +1678,8 @@ class ExactFlowEstimator(FlowEstimator):
         matrix product per training step. It is ``RealNVPDensity``'s default
         because it raised that family's held-out likelihood on real tables
         (``benchmarks/tabular_density.py``; see the user guide's "Starting
-        point"). It applies to fresh fits
-        only: ``warm_start`` and ``partial_fit`` continue the current model,
+        point"). It applies to fresh fits only: ``warm_start`` and
+        ``partial_fit`` continue the current model,
         and a conditional estimator (:class:`~skflow.FlowRegressor`,
         ``FlowClassifier(strategy="conditional")``) builds the family's
         layers itself and starts them at the identity.
