@@ -29,7 +29,7 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -834,11 +834,11 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.data_min_, self.data_max_ = X.min(axis=0), X.max(axis=0)
         if self._wants_moment_sums():
             d = X.shape[1]
-            # numpy's BLAS, sized by the thread policy as torch's threads are.
-            with blas_threads(self.n_threads, macs=float(len(X)) * d * d):
-                sums = _MomentSums(self.mean_).add(X, sample_weight)
-            with blas_threads(self.n_threads, macs=float(d) ** 3):
-                self._pending_start = self._data_start(sums)
+            # numpy's BLAS, sized by the thread policy as torch's threads are
+            # (one decision: deciding costs milliseconds); the largest
+            # products are the sums' n x d x d and the start's d^3.
+            with blas_threads(self.n_threads, macs=float(d) * d * max(len(X), d)):
+                self._pending_start = self._data_start(_MomentSums(self.mean_).add(X, sample_weight))
         self._optimizer_state: dict | None = None
         self.history_: list[dict[str, float]] = []
         self._train(X, seed, sample_weight, fresh=True, **training)
@@ -1065,19 +1065,25 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         # A data-dependent start (an exact family's init="gaussian") needs the
         # rows' second and fourth moments: summed in this same pass.
         sums = None
-        for index in range(source.n_chunks):
-            chunk = source.read_chunk(index)
-            if not np.isfinite(chunk).all():
-                raise ValueError(f"Input X contains NaN or infinity (in chunk {index} of the source).")
-            shift = chunk[0] if shift is None else shift  # shifted sums: no cancellation for large means
-            if not warm and self._wants_moment_sums():
-                with blas_threads(self.n_threads, macs=float(len(chunk)) * chunk.shape[1] ** 2):
+        wants_sums = not warm and self._wants_moment_sums()
+        with ExitStack() as blas:
+            if wants_sums:
+                # One BLAS thread decision for the whole pass (deciding costs
+                # milliseconds, too much per chunk), sized by a chunk's sums.
+                d, rows = source.n_features, source.chunk_rows(0) if source.n_chunks else 0
+                blas.enter_context(blas_threads(self.n_threads, macs=float(d) * d * rows))
+            for index in range(source.n_chunks):
+                chunk = source.read_chunk(index)
+                if not np.isfinite(chunk).all():
+                    raise ValueError(f"Input X contains NaN or infinity (in chunk {index} of the source).")
+                shift = chunk[0] if shift is None else shift  # shifted sums: no cancellation for large means
+                if wants_sums:
                     sums = (_MomentSums(shift) if sums is None else sums).add(chunk)
-            totals += (chunk - shift).sum(axis=0)
-            squares += ((chunk - shift) ** 2).sum(axis=0)
-            low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
-            integer &= np.all(chunk == np.round(chunk), axis=0)
-            validation.append(chunk[held_out(index)])
+                totals += (chunk - shift).sum(axis=0)
+                squares += ((chunk - shift) ** 2).sum(axis=0)
+                low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
+                integer &= np.all(chunk == np.round(chunk), axis=0)
+                validation.append(chunk[held_out(index)])
         if shift is None:
             raise ValueError(f"The source has no rows; {type(self).__name__} needs at least 2.")
         n = source.n_rows

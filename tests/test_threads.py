@@ -252,3 +252,30 @@ def test_the_gaussian_start_runs_its_array_work_on_the_policy_s_blas_threads(mon
         RealNVPDensity(n_layers=2, hidden_dims=(8,), max_epochs=1, init="gaussian", n_threads=2, random_state=0).fit(X)
     # 200 x 3 rows: one thread by the policy; n_threads=2 is honoured.
     assert seen == [{1}, {2}]
+
+
+def test_a_streamed_gaussian_start_decides_its_blas_threads_once_for_the_pass(monkeypatch, tmp_path) -> None:
+    from skflow import MemmapSource, base
+
+    seen: list[set[int]] = []
+    entered: list[float] = []
+    add, blas_threads = base._MomentSums.add, base.blas_threads
+
+    def recording_add(self, X, sample_weight=None):
+        seen.append(_blas_thread_counts())
+        return add(self, X, sample_weight)
+
+    def counting_blas_threads(n_threads, *, macs):
+        entered.append(macs)
+        return blas_threads(n_threads, macs=macs)
+
+    monkeypatch.setattr(base._MomentSums, "add", recording_add)
+    monkeypatch.setattr(base, "blas_threads", counting_blas_threads)
+    path = tmp_path / "rows.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(200, 3)))
+    source = MemmapSource(np.load(path, mmap_mode="r"), chunk_rows=50)
+    with threadpool_limits(limits=2, user_api="blas"):
+        RealNVPDensity(n_layers=2, hidden_dims=(8,), max_epochs=1, init="gaussian", random_state=0).fit(source)
+    assert seen == [{1}] * 4  # every chunk's sums on the policy's one thread
+    # Deciding costs milliseconds: once for the pass, once for the start, not once per chunk.
+    assert entered == [50.0 * 3 * 3, 3.0**3]
