@@ -54,7 +54,7 @@ from ._dask import dask_aware
 from ._threads import blas_threads, torch_threads
 from .flows.core import BaseDistribution, FlowModel
 from .streaming import ChunkedSource
-from .training import RowStream, TrainingResult, row_blocks, train_model
+from .training import RowStream, TrainingResult, row_blocks, train_model, validation_index
 
 __all__ = ["ExactFlowEstimator", "FlowEstimator", "resolve_device"]
 
@@ -834,11 +834,17 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         self.data_min_, self.data_max_ = X.min(axis=0), X.max(axis=0)
         if self._wants_moment_sums():
             d = X.shape[1]
+            weights = sample_weight
+            if self._start_from_training_side and self.accelerator is None:
+                held_out = self._held_out_rows(X, seed, training.get("validation_fraction"))
+                if held_out is not None:
+                    weights = np.ones(len(X)) if sample_weight is None else sample_weight.copy()
+                    weights[held_out] = 0.0
             # numpy's BLAS, sized by the thread policy as torch's threads are
             # (one decision: deciding costs milliseconds); the largest
             # products are the sums' n x d x d and the start's d^3.
             with blas_threads(self.n_threads, macs=float(d) * d * max(len(X), d)):
-                self._pending_start = self._data_start(_MomentSums(self.mean_).add(X, sample_weight))
+                self._pending_start = self._data_start(_MomentSums(self.mean_).add(X, weights))
         self._optimizer_state: dict | None = None
         self.history_: list[dict[str, float]] = []
         self._train(X, seed, sample_weight, fresh=True, **training)
@@ -1234,6 +1240,22 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     def _wants_moment_sums(self) -> bool:
         """Whether a fresh fit passes the power sums of its rows to :meth:`_data_start`."""
         return False
+
+    # Whether the power sums of an in-memory, single-process fit leave out the
+    # rows the engine will hold out for validation (weight 0), so that the
+    # start competes with the trained epochs (_start_if_better) on rows
+    # neither has seen. A family opts in; see InjectiveFlowEstimator.
+    _start_from_training_side: ClassVar[bool] = False
+
+    def _held_out_rows(self, X: np.ndarray, seed: int, validation_fraction: float | None) -> np.ndarray | None:
+        """Positions in ``X`` of the rows the engine will hold out (None: no split), before training."""
+        if not validation_fraction:
+            return None
+        # The rows exactly as _train hands them to the engine (the split
+        # groups identical rows, so it must see the same values).
+        dtype = np.float64 if self._torch_dtype() == torch.float64 else np.float32
+        rows = torch.from_numpy(_standardised_rows(X, self.mean_, self.scale_, np.dtype(dtype)))
+        return validation_index(rows, validation_fraction, seed)
 
     def _data_start(self, sums: _MomentSums) -> Any:
         """What a fresh model starts from, computed from the training rows' power sums (None: nothing).

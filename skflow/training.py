@@ -524,19 +524,58 @@ class DuplicateAwareSplit:
 
     def __call__(self, dataset: Any, y: Any = None, **fit_params: Any) -> tuple[Any, Any]:
         groups = self.groups if self.groups is not None else duplicate_groups(_rows_of(dataset))
-        # What GroupShuffleSplit does for groups numbered 0..k-1 (a ShuffleSplit
-        # of the group ids, then the rows of the chosen groups), without its
-        # np.unique and np.isin over every row: several arrays of n rows each.
-        splitter = ShuffleSplit(n_splits=1, test_size=self.fraction, random_state=self.random_state)
-        n_groups = int(groups.max(initial=-1)) + 1
-        _, valid_groups = next(splitter.split(np.empty((n_groups, 0))))
-        held_out = np.zeros(n_groups, dtype=bool)
-        held_out[valid_groups] = True
-        valid = held_out[groups]
+        valid = _held_out_mask(groups, self.fraction, self.random_state)
         # Kept for TrainingResult.validation_index: callers that calibrate on
         # the held-out rows (FlowClassifier's temperature) need to know them.
         self.valid_index_ = np.flatnonzero(valid)  # sorted
         return _weighted_side(dataset, np.flatnonzero(~valid)), _weighted_side(dataset, self.valid_index_)
+
+
+def _held_out_mask(groups: np.ndarray, fraction: float, random_state: int) -> np.ndarray:
+    """Which rows :class:`DuplicateAwareSplit` holds out, shape ``(n,)``, given each row's group id."""
+    # What GroupShuffleSplit does for groups numbered 0..k-1 (a ShuffleSplit
+    # of the group ids, then the rows of the chosen groups), without its
+    # np.unique and np.isin over every row: several arrays of n rows each.
+    splitter = ShuffleSplit(n_splits=1, test_size=fraction, random_state=random_state)
+    n_groups = int(groups.max(initial=-1)) + 1
+    _, valid_groups = next(splitter.split(np.empty((n_groups, 0))))
+    held_out = np.zeros(n_groups, dtype=bool)
+    held_out[valid_groups] = True
+    return held_out[groups]
+
+
+def _splits(groups: np.ndarray | None, fraction: float | None, world_size: int = 1) -> bool:
+    """Whether :func:`train_model` holds rows out: enough groups on each side (and per rank)."""
+    n_groups = int(groups.max()) + 1 if groups is not None and len(groups) else 0
+    n_valid = math.ceil((fraction or 0.0) * n_groups)
+    return n_valid >= 2 * world_size and n_groups - n_valid >= 2
+
+
+def validation_index(rows: Tensor, validation_fraction: float | None, random_state: int) -> np.ndarray | None:
+    """Sorted positions of the rows :func:`train_model` holds out for validation, or None without a split.
+
+    For an in-memory, single-process call ``train_model(model, rows,
+    validation_fraction=..., random_state=...)``: the same rows, known
+    before training (a start computed from the data can then leave them
+    out, so that it competes with the trained epochs on rows neither saw).
+
+    Parameters
+    ----------
+    rows : Tensor of shape (n_samples, n_features)
+        The rows exactly as they will be passed to :func:`train_model`.
+    validation_fraction : float or None
+    random_state : int
+
+    Returns
+    -------
+    index : ndarray of shape (n_valid,) or None
+    """
+    if not validation_fraction:
+        return None
+    groups = duplicate_groups(rows)
+    if not _splits(groups, validation_fraction):
+        return None
+    return np.flatnonzero(_held_out_mask(groups, validation_fraction, random_state))
 
 
 # Values per block of a pass over all rows that needs temporaries (4 MB in
@@ -968,9 +1007,7 @@ def train_model(
         # Grouped once here; the split reuses the groups.
         if validation_fraction:
             groups = duplicate_groups(X)
-        n_groups = int(groups.max()) + 1 if groups is not None and len(groups) else 0
-        n_valid = math.ceil((validation_fraction or 0.0) * n_groups)
-        use_validation = n_valid >= 2 * world_size and n_groups - n_valid >= 2
+        use_validation = _splits(groups, validation_fraction, world_size)
     monitor = "valid_loss" if use_validation else "train_loss"
 
     # The divergence bound's reference: a standard normal's loss on the rows
