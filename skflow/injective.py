@@ -19,8 +19,14 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 
-from .base import FlowEstimator, shared_constraints
-from .flows.injective import FreeFormFlow, FreeFormInjectiveFlow, build_networks
+from .base import FlowEstimator, _MomentSums, shared_constraints
+from .flows.injective import (
+    MIN_RESIDUAL_VARIANCE,
+    FreeFormFlow,
+    FreeFormInjectiveFlow,
+    LinearSkip,
+    build_networks,
+)
 from .nn import resolve_activation
 
 __all__ = ["FreeFormFlowDensity", "InjectiveFlowEstimator"]
@@ -36,7 +42,11 @@ _NETWORK_CONSTRAINTS: dict = {
 
 
 def _free_form_networks(
-    estimator: InjectiveFlowEstimator | FreeFormFlowDensity, n_features: int, n_latent: int, latent_name: str
+    estimator: InjectiveFlowEstimator | FreeFormFlowDensity,
+    n_features: int,
+    n_latent: int,
+    latent_name: str,
+    linear_skip: bool = False,
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Encoder and decoder of a free-form estimator, once ``n_probes`` fits the latent width ``n_latent``."""
     if estimator.n_probes > n_latent:
@@ -53,7 +63,19 @@ def _free_form_networks(
         estimator.hidden_dims,
         estimator.activation,
         estimator.n_residual_blocks,
+        linear_skip,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _PCAStart:
+    """What ``init="pca"`` sets in a fresh model (standardised units, float64)."""
+
+    encoder_weight: np.ndarray  # (d, D): Lambda^{-1/2} V^T
+    encoder_bias: np.ndarray  # (d,): -Lambda^{-1/2} V^T m, m the training rows' mean
+    decoder_weight: np.ndarray  # (D, d): V Lambda^{1/2}
+    decoder_bias: np.ndarray  # (D,): m
+    residual_variance: float  # mean of the D - d other eigenvalues
 
 
 # Why the injective flow has no partial_fit / warm_start.
@@ -106,10 +128,11 @@ class InjectiveFlowEstimator(FlowEstimator):
     bias, that of the log-volume ``-1/2 log det(J_g^T J_g)``; one
     forward-mode JVP through the decoder and one VJP through the encoder per
     probe make a step cost about twice an autoencoder's. Early stopping and
-    the choice of the weights kept use an exact density, not the surrogate:
-    the one below with the volume term from the encoder Jacobian
-    (``+1/2 log det(J_f J_f^T)``), which, unlike the decoder version, is not
-    inflated while the decoder does not yet invert the encoder.
+    the choice of the weights kept use exact values, not the surrogate (see
+    ``selection``): the density below, or the objective, with the volume
+    term from the encoder Jacobian (``+1/2 log det(J_f J_f^T)``), which,
+    unlike the decoder version, is not inflated while the decoder does not
+    yet invert the encoder.
 
     **Density model** (``score_samples``). A row ``x`` is split into its
     projection ``x_hat = g(f(x))`` on the manifold and a residual
@@ -178,6 +201,45 @@ class InjectiveFlowEstimator(FlowEstimator):
         As in :class:`~skflow.base.FlowEstimator` (Gaussian noise on the
         standardised training inputs), but on by default here, as in the
         paper: the reconstruction target is the noisy input.
+    init : {"random", "pca"}, default="random"
+        Where training starts. ``"random"``: the default networks with
+        PyTorch's random initialisation. ``"pca"``: each default network gets
+        a bias-free linear map beside its MLP
+        (:class:`~skflow.flows.injective.LinearSkip`), and the last layer of
+        the MLPs and residual blocks starts at zero, so the untrained
+        encoder is whitened PCA of the standardised training rows,
+        ``f(x) = Lambda^{-1/2} V^T x``, and the untrained decoder its inverse
+        on the principal subspace, ``g(z) = V Lambda^{1/2} z``. ``V``
+        (``(D, d)``) and ``Lambda`` are the ``d`` leading eigenvectors and
+        eigenvalues of the covariance of the standardised rows (weighted by
+        ``sample_weight``, divisor ``n``: maximum likelihood, where
+        scikit-learn's PCA divides by ``n - 1``) plus the variance of the
+        dequantisation and ``noise_std`` noise the model is trained on; each
+        eigenvector's sign makes its largest loading positive, as in
+        scikit-learn's PCA. The off-manifold variance starts at the mean of
+        the other ``D - d`` eigenvalues, so the untrained model is
+        probabilistic PCA in standardised units, and training only has to
+        learn what is not linear. That model also competes with the epochs
+        for the weights kept: when no epoch beats it on the held-out rows
+        (``validation_fraction``), it is kept and ``best_epoch_`` is 0. The
+        start costs ``O(n D^2)`` in the pass over the rows that computes the
+        standardisation and one ``D x D`` eigenvalue decomposition. It needs
+        the default networks: with a custom ``encoder`` or ``decoder``,
+        ``fit`` raises a ValueError (a user network does not start at zero,
+        so the start would not be PCA).
+    selection : {"likelihood", "objective"}, default="likelihood"
+        What the weights kept (and early stopping) are chosen by, on the
+        held-out rows (``validation_fraction``): ``"likelihood"``, the
+        exact held-out log-likelihood (with the encoder-Jacobian volume, see
+        above); ``"objective"``, the training objective with the exact
+        log-volume in place of its surrogate,
+        ``beta ||x - g(f(x))||^2 - log N(f(x); 0, I_d) - 1/2 log det(J_f J_f^T)``,
+        in which the reconstruction keeps its fixed weight ``beta``. The
+        likelihood's residual term ``||r||^2 / (2 s^2)`` divides by the
+        residual variance of the training rows, so on a heavy-tailed table
+        a few held-out rows the model does not reconstruct can end training
+        while held-out reconstruction still improves. ``history_``'s
+        ``valid_loss`` is the chosen criterion.
     {shared_training_parameters}
 
     Attributes
@@ -194,7 +256,8 @@ class InjectiveFlowEstimator(FlowEstimator):
 dequantized_features_, n_features_in_, feature_names_in_
         See :class:`~skflow.base.FlowEstimator`. ``history_``'s
         ``train_loss`` is the surrogate (not a likelihood); ``valid_loss``
-        is the exact held-out negative log-likelihood.
+        is the held-out criterion of ``selection`` (with ``"likelihood"``,
+        the exact negative log-likelihood).
 
     See Also
     --------
@@ -236,6 +299,8 @@ dequantized_features_, n_features_in_, feature_names_in_
     # The paper trains on slightly noisy inputs; the shared noise_std does
     # exactly that (the reconstruction target is the noisy input).
     noise_std: float = 0.01
+    init: str = "random"
+    selection: str = "likelihood"
 
     _incremental_unsupported: ClassVar[str | None] = _NOT_INCREMENTAL
 
@@ -244,6 +309,8 @@ dequantized_features_, n_features_in_, feature_names_in_
         **_NETWORK_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "encoder_jacobian_at": [StrOptions({"data", "reconstruction"})],
+        "init": [StrOptions({"random", "pca"})],
+        "selection": [StrOptions({"likelihood", "objective"})],
     }
 
     def build_model(self, n_features: int) -> FreeFormInjectiveFlow:
@@ -252,7 +319,14 @@ dequantized_features_, n_features_in_, feature_names_in_
                 f"n_components={self.n_components} must be at most n_features={n_features}: "
                 "the latent space cannot be wider than the data."
             )
-        encoder, decoder = _free_form_networks(self, n_features, self.n_components, "n_components")
+        pca = self.init == "pca"
+        if pca and (self.encoder is not None or self.decoder is not None):
+            raise ValueError(
+                "init='pca' starts the default networks at PCA (a linear map beside networks whose last layers "
+                "start at zero) and cannot start a custom encoder or decoder there; use init='random' with "
+                "encoder/decoder, or leave them None."
+            )
+        encoder, decoder = _free_form_networks(self, n_features, self.n_components, "n_components", linear_skip=pca)
         return FreeFormInjectiveFlow(
             encoder,
             decoder,
@@ -261,12 +335,73 @@ dequantized_features_, n_features_in_, feature_names_in_
             beta=self.beta,
             n_probes=self.n_probes,
             encoder_jacobian_at=self.encoder_jacobian_at,
+            selection=self.selection,
         )
 
     def _standardisation_for(
         self, X: np.ndarray, sample_weight: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         return _scale_including_dequantization(self, X, sample_weight)
+
+    def _wants_moment_sums(self) -> bool:
+        return self.init == "pca"
+
+    # The start is computed without the rows the engine holds out, which it
+    # then competes on (epoch 0). With them, PCA reconstructs those rows better
+    # than any model trained without them can: on breast cancer (d = 8, 43
+    # held-out rows) their squared error was 2.56 against 3.57 for PCA of the
+    # other rows, and every trained epoch lost to the start.
+    _start_from_training_side: ClassVar[bool] = True
+
+    def _data_start(self, sums: _MomentSums) -> _PCAStart:
+        """Whitened PCA of the standardised training rows (plus training noise), from their power sums."""
+        # Centred on the rows summed (the training side of the split), whose
+        # mean differs slightly from mean_ (all rows): the offset goes into the biases.
+        center = sums.shift + sums.first / sums.total
+        offset = (center - self.mean_) / self.scale_
+        # What the networks are trained on: the standardised rows plus
+        # independent dequantisation and noise_std noise, whose variances add
+        # on the diagonal (isotropic noise leaves the eigenvectors as they are).
+        noise = (self.dequantization_widths_ / self.scale_) ** 2 / 12 + float(self.noise_std) ** 2
+        covariance = sums.central_second(center) / sums.total / np.outer(self.scale_, self.scale_)
+        covariance[np.diag_indices_from(covariance)] += noise
+        values, vectors = np.linalg.eigh(covariance)
+        values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]  # largest first
+        d = self.n_components
+        components = vectors[:, :d].T  # (d, D)
+        # scikit-learn's sign convention for PCA: each component's largest loading is positive.
+        largest = components[np.arange(d), np.abs(components).argmax(axis=1)]
+        components = components * np.where(largest < 0, -1.0, 1.0)[:, None]
+        # A direction without variance (more components than the rows span)
+        # would be whitened by 1/0: floor it far below the leading one.
+        kept = np.maximum(values[:d], max(float(values[0]), 1.0) * 1e-12)
+        root = np.sqrt(kept)
+        residual = float(values[d:].mean()) if d < len(values) else 1.0
+        encoder_weight = components / root[:, None]
+        return _PCAStart(
+            encoder_weight=encoder_weight,
+            encoder_bias=-encoder_weight @ offset,
+            decoder_weight=components.T * root,
+            decoder_bias=offset,
+            residual_variance=max(residual, MIN_RESIDUAL_VARIANCE),
+        )
+
+    def _fresh_model(self, n_features: int, start: Any = None) -> FreeFormInjectiveFlow:
+        model = self.build_model(n_features)
+        if start is None:
+            # init="random", or skflow.load rebuilding the structure (the saved weights replace the values).
+            return model
+        # In the estimator's dtype before the values go in, so a float64 fit starts at PCA to float64 rounding.
+        model = model.to(self._torch_dtype())
+        (encoder_map,) = [module for module in model.encoder.modules() if isinstance(module, LinearSkip)]
+        (decoder_map,) = [module for module in model.decoder.modules() if isinstance(module, LinearSkip)]
+        with torch.no_grad():
+            encoder_map.linear.weight.copy_(torch.as_tensor(start.encoder_weight))
+            encoder_map.linear.bias.copy_(torch.as_tensor(start.encoder_bias))
+            decoder_map.linear.weight.copy_(torch.as_tensor(start.decoder_weight))
+            decoder_map.linear.bias.copy_(torch.as_tensor(start.decoder_bias))
+            model.residual_variance.fill_(start.residual_variance)
+        return model
 
     def _after_fit(self, rows: Tensor) -> None:
         # Maximum-likelihood residual variance on all training rows (the

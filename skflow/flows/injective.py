@@ -49,6 +49,7 @@ __all__ = [
     "FreeFormFlow",
     "FreeFormInjectiveFlow",
     "LatentResidualBlock",
+    "LinearSkip",
     "decoder_jacobian",
     "default_decoder",
     "default_encoder",
@@ -76,12 +77,43 @@ class LatentResidualBlock(nn.Module):
         Smooth activations keep the second-order signal the surrogate needs.
     """
 
-    def __init__(self, n_features: int, hidden_dims: Sequence[int], activation: str | type[nn.Module] = "silu") -> None:
+    def __init__(
+        self,
+        n_features: int,
+        hidden_dims: Sequence[int],
+        activation: str | type[nn.Module] = "silu",
+        zero_init_last: bool = False,
+    ) -> None:
         super().__init__()
-        self.net = MLP(n_features, n_features, hidden_dims, activation)
+        self.net = MLP(n_features, n_features, hidden_dims, activation, zero_init_last=zero_init_last)
 
     def forward(self, z: Tensor) -> Tensor:
         return z + self.net(z)
+
+
+class LinearSkip(nn.Module):
+    """``linear(x) + net(x)``: an affine map beside a network.
+
+    With the network's last layer at zero this is exactly the linear map;
+    the PCA start of :class:`~skflow.InjectiveFlowEstimator` sets the map to
+    whitened PCA (encoder) or its inverse on the principal subspace
+    (decoder), and training adds the nonlinear part.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output widths.
+    net : nn.Module
+        Batched map ``(n, n_in) -> (n, n_out)``.
+    """
+
+    def __init__(self, n_in: int, n_out: int, net: nn.Module) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x) + self.net(x)
 
 
 def default_encoder(
@@ -90,6 +122,7 @@ def default_encoder(
     hidden_dims: Sequence[int] = (128, 128),
     activation: str | type[nn.Module] = "silu",
     n_residual_blocks: int = 2,
+    linear_skip: bool = False,
 ) -> nn.Module:
     """MLP ``R^D -> R^d`` followed by residual blocks in latent space.
 
@@ -102,9 +135,17 @@ def default_encoder(
     activation : str or nn.Module class
     n_residual_blocks : int
         Residual blocks applied after the MLP, in latent space.
+    linear_skip : bool, default=False
+        Put a linear map ``R^D -> R^d`` beside the MLP (:class:`LinearSkip`)
+        and start the last layer of the MLP and of each residual block at
+        zero, so that the untrained network is that linear map.
     """
-    layers: list[nn.Module] = [MLP(n_features, n_components, hidden_dims, activation)]
-    layers += [LatentResidualBlock(n_components, hidden_dims, activation) for _ in range(n_residual_blocks)]
+    mlp = MLP(n_features, n_components, hidden_dims, activation, zero_init_last=linear_skip)
+    layers: list[nn.Module] = [LinearSkip(n_features, n_components, mlp) if linear_skip else mlp]
+    layers += [
+        LatentResidualBlock(n_components, hidden_dims, activation, zero_init_last=linear_skip)
+        for _ in range(n_residual_blocks)
+    ]
     return nn.Sequential(*layers)
 
 
@@ -114,12 +155,19 @@ def default_decoder(
     hidden_dims: Sequence[int] = (128, 128),
     activation: str | type[nn.Module] = "silu",
     n_residual_blocks: int = 2,
+    linear_skip: bool = False,
 ) -> nn.Module:
-    """Mirror of :func:`default_encoder`: residual blocks in latent space, then an MLP ``R^d -> R^D``."""
+    """Mirror of :func:`default_encoder`: residual blocks in latent space, then an MLP ``R^d -> R^D``.
+
+    With ``linear_skip``, a linear map ``R^d -> R^D`` sits beside the MLP and
+    the last layers start at zero, as in :func:`default_encoder`.
+    """
     layers: list[nn.Module] = [
-        LatentResidualBlock(n_components, hidden_dims, activation) for _ in range(n_residual_blocks)
+        LatentResidualBlock(n_components, hidden_dims, activation, zero_init_last=linear_skip)
+        for _ in range(n_residual_blocks)
     ]
-    layers.append(MLP(n_components, n_features, hidden_dims, activation))
+    mlp = MLP(n_components, n_features, hidden_dims, activation, zero_init_last=linear_skip)
+    layers.append(LinearSkip(n_components, n_features, mlp) if linear_skip else mlp)
     return nn.Sequential(*layers)
 
 
@@ -215,6 +263,10 @@ def output_and_tangents(module: nn.Module, inputs: Tensor, tangents: Tensor) -> 
     if _computes_like(module, LatentResidualBlock):
         branch, branch_tangents = output_and_tangents(module.net, inputs, tangents)
         return inputs + branch, tangents + branch_tangents
+    if _computes_like(module, LinearSkip):
+        linear, linear_tangents = output_and_tangents(module.linear, inputs, tangents)
+        branch, branch_tangents = output_and_tangents(module.net, inputs, tangents)
+        return linear + branch, linear_tangents + branch_tangents
     if _computes_like(module, nn.Identity):
         return module(inputs), tangents
     if _computes_like(module, nn.Linear):
@@ -311,6 +363,11 @@ class FreeFormInjectiveFlow(FlowModel):
         Weight of each training batch in the running estimate of the
         off-manifold residual variance used by :meth:`log_prob` during
         training (the estimator refits it on all training rows afterwards).
+    selection : {"likelihood", "objective"}, default="likelihood"
+        What :meth:`validation_log_prob` returns, i.e. what the engine keeps
+        the weights and stops by: the held-out log-likelihood, or the
+        negative training objective with the exact log-volume in place of
+        its surrogate (see :meth:`validation_log_prob`).
 
     Notes
     -----
@@ -347,8 +404,11 @@ class FreeFormInjectiveFlow(FlowModel):
         encoder_jacobian_at: str = "data",
         jacobian_chunk_size: int | None = None,
         residual_momentum: float = 0.1,
+        selection: str = "likelihood",
     ) -> None:
         super().__init__()
+        if selection not in ("likelihood", "objective"):
+            raise ValueError(f"selection must be 'likelihood' or 'objective', got {selection!r}.")
         if not 1 <= n_components <= n_features:
             raise ValueError(f"n_components={n_components} must be between 1 and n_features={n_features}.")
         if not 1 <= n_probes <= n_components:
@@ -367,6 +427,7 @@ class FreeFormInjectiveFlow(FlowModel):
         self.encoder_jacobian_at = encoder_jacobian_at
         self.jacobian_chunk_size = jacobian_chunk_size
         self.residual_momentum = residual_momentum
+        self.selection = selection
         # Persistent: it is part of the fitted model (saved with the weights).
         self.register_buffer("residual_variance", torch.ones(()))
 
@@ -486,15 +547,32 @@ class FreeFormInjectiveFlow(FlowModel):
         return self.log_prob_manifold(x) + self.log_prob_residual(x)
 
     def validation_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """The density the engine selects weights by: :meth:`log_prob` with the encoder-Jacobian volume.
+        """What the engine selects weights by (higher is better), per row, shape ``(n,)``.
 
-        The decoder-Jacobian density is right only once the decoder inverts
-        the encoder; in the first epochs it can be far too high (held-out
-        values ~3 nats above the truth were measured on a 2-D Gaussian), and
-        selecting by it would keep those weights. The authors advise
-        selecting by the encoder-Jacobian likelihood, which this is.
+        With ``selection="likelihood"``: :meth:`log_prob` with the
+        encoder-Jacobian volume. The decoder-Jacobian density is right only
+        once the decoder inverts the encoder; in the first epochs it can be
+        far too high (held-out values ~3 nats above the truth were measured
+        on a 2-D Gaussian), and selecting by it would keep those weights.
+        The authors advise selecting by the encoder-Jacobian likelihood,
+        which this is.
+
+        With ``selection="objective"``: minus the training objective, with
+        the exact log-volume in place of its surrogate,
+        ``log N(f(x); 0, I_d) + 1/2 log det(J_f J_f^T) - beta ||x - g(f(x))||^2``
+        (not a density). Its reconstruction term has the fixed weight
+        ``beta``, where the likelihood's ``||r||^2 / (2 s^2)`` weighs it by
+        the residual variance ``s^2`` of the *training* rows: as the model
+        reconstructs those better, a few held-out rows it does not
+        reconstruct can make the held-out likelihood fall while the
+        held-out reconstruction still improves.
         """
-        return self.log_prob_manifold(x, volume="encoder") + self.log_prob_residual(x)
+        manifold = self.log_prob_manifold(x, volume="encoder")
+        if self.selection == "likelihood":
+            return manifold + self.log_prob_residual(x)
+        encoder, decoder = self._float64_maps()
+        x = x.double()
+        return manifold - self.beta * (x - decoder(encoder(x))).pow(2).sum(dim=1)
 
     @torch.no_grad()
     def fit_residual_variance(self, x: Tensor, batch_size: int = 8192) -> float:
@@ -649,14 +727,18 @@ def build_networks(
     hidden_dims: Sequence[int],
     activation: str | type[nn.Module],
     n_residual_blocks: int,
+    linear_skip: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
-    """Encoder and decoder from user factories ``(n_in, n_out) -> nn.Module`` or the defaults."""
+    """Encoder and decoder from user factories ``(n_in, n_out) -> nn.Module`` or the defaults.
+
+    ``linear_skip`` applies to the default networks (see :func:`default_encoder`).
+    """
     if encoder_factory is None:
-        encoder = default_encoder(n_features, n_components, hidden_dims, activation, n_residual_blocks)
+        encoder = default_encoder(n_features, n_components, hidden_dims, activation, n_residual_blocks, linear_skip)
     else:
         encoder = encoder_factory(n_features, n_components)
     if decoder_factory is None:
-        decoder = default_decoder(n_components, n_features, hidden_dims, activation, n_residual_blocks)
+        decoder = default_decoder(n_components, n_features, hidden_dims, activation, n_residual_blocks, linear_skip)
     else:
         decoder = decoder_factory(n_components, n_features)
     for name, network in (("encoder", encoder), ("decoder", decoder)):

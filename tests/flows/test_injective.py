@@ -296,11 +296,21 @@ class Doubler(nn.Module):
         return 2.0 * torch.sin(h)
 
 
-def test_output_and_tangents_match_forward_mode_and_keep_graph_only_on_output() -> None:
+@pytest.mark.parametrize("linear_skip", [False, True])
+def test_output_and_tangents_match_forward_mode_and_keep_graph_only_on_output(linear_skip: bool) -> None:
     torch.manual_seed(0)
     network = nn.Sequential(
-        default_decoder(N_COMPONENTS, 5, (8,), "silu", 1), nn.Tanh(), Doubler(), nn.Identity(), nn.Linear(5, N_FEATURES)
+        default_decoder(N_COMPONENTS, 5, (8,), "silu", 1, linear_skip),
+        nn.Tanh(),
+        Doubler(),
+        nn.Identity(),
+        nn.Linear(5, N_FEATURES),
     ).double()
+    with torch.no_grad():
+        # The linear-skip networks start with zero last layers: randomise every
+        # weight so the hand-written rule for LinearSkip is tested on both branches.
+        for parameter in network.parameters():
+            parameter.normal_(0.0, 0.5)
     z = rows(6, N_COMPONENTS).requires_grad_(True)
     directions = torch.randn(3, 6, N_COMPONENTS, dtype=torch.float64)
     outputs, tangents = output_and_tangents(network, z, directions)
