@@ -62,7 +62,7 @@ Usage::
     python benchmarks/dimensionality_reduction.py --datasets Waveform --dims 2 --max-epochs 20  # smoke run
     python benchmarks/dimensionality_reduction.py --datasets breast_cancer --seeds 0 1 2     # several splits
     python benchmarks/dimensionality_reduction.py --fif-params '{"validation_fraction": null}'  # an ablation
-    python benchmarks/dimensionality_reduction.py --methods fif pca --fif-init pca            # FIF started at PCA
+    python benchmarks/dimensionality_reduction.py --methods fif pca --fif-params '{"init": "pca"}'  # PCA start
     python benchmarks/dimensionality_reduction.py --render benchmarks/results/dimensionality_reduction.json
 
 Writes ``benchmarks/results/dimensionality_reduction.{json,md}`` (or
@@ -79,9 +79,7 @@ import shlex
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import sklearn
@@ -176,54 +174,6 @@ def fit_kernel_pca(
         d, kernel="rbf", gamma=factor * gamma_median, alpha=alpha, fit_inverse_transform=True, random_state=seed
     ).fit(X_train)
     return model, {"gamma_factor": factor, "gamma": factor * gamma_median, "alpha": alpha}
-
-
-class _PCAStart(torch.nn.Module):
-    """A linear map initialised from PCA plus FIF's default network, whose last layers start at zero.
-
-    At initialisation the pair is exactly whitened PCA (encoder) and its
-    inverse on the principal subspace (decoder); training can only add
-    nonlinearity from there. An experiment (``--fif-init pca``), not a
-    default.
-    """
-
-    def __init__(self, n_in: int, n_out: int, *, weight: np.ndarray, bias: np.ndarray, network: Any) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(n_in, n_out)
-        self.net = network(n_in, n_out)
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.as_tensor(weight))
-            self.linear.bias.copy_(torch.as_tensor(bias))
-            for block in self.net:  # the MLP and each residual block start as 0 and identity
-                last = [module for module in block.modules() if isinstance(module, torch.nn.Linear)][-1]
-                last.weight.zero_()
-                last.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + self.net(x)
-
-
-def pca_start(X_train: np.ndarray, d: int) -> dict:
-    """``encoder``/``decoder`` factories starting at whitened PCA in FIF's model units."""
-    mean, scale = InjectiveFlowEstimator(n_components=d)._standardisation_for(X_train)
-    pca = PCA(n_components=d).fit((X_train - mean) / scale)
-    root = np.sqrt(pca.explained_variance_)
-    encoder_weight = pca.components_ / root[:, None]
-    decoder_weight = pca.components_.T * root[None, :]
-    return {
-        "encoder": partial(
-            _PCAStart,
-            weight=encoder_weight.astype(np.float32),
-            bias=(-encoder_weight @ pca.mean_).astype(np.float32),
-            network=default_encoder,
-        ),
-        "decoder": partial(
-            _PCAStart,
-            weight=decoder_weight.astype(np.float32),
-            bias=pca.mean_.astype(np.float32),
-            network=default_decoder,
-        ),
-    }
 
 
 class Autoencoder:
@@ -346,8 +296,8 @@ def run_one(
         fitted["kpca"] = kpca
     if "ae" in methods:
         start = time.perf_counter()
-        settings = {key: value for key, value in overrides.items() if key != "init"}
-        ae = Autoencoder(InjectiveFlowEstimator(n_components=d, **settings), seed).fit(X_train)
+        # The autoencoder reads FIF's training settings; it always starts from a random initialisation.
+        ae = Autoencoder(InjectiveFlowEstimator(n_components=d, **overrides), seed).fit(X_train)
         record["ae_seconds"] = time.perf_counter() - start
         record["ae_epochs"], record["ae_best_epoch"] = ae.n_iter_, ae.best_epoch_
         fitted["ae"] = ae
@@ -370,9 +320,7 @@ def fit_fif(
     X_train: np.ndarray, X_test: np.ndarray, d: int, seed: int, overrides: dict, record: dict
 ) -> InjectiveFlowEstimator:
     start = time.perf_counter()
-    networks = pca_start(X_train, d) if overrides.get("init") == "pca" else {}
-    settings = {key: value for key, value in overrides.items() if key != "init"}
-    fif = InjectiveFlowEstimator(n_components=d, random_state=seed, **settings, **networks).fit(X_train)
+    fif = InjectiveFlowEstimator(n_components=d, random_state=seed, **overrides).fit(X_train)
     record["fif_seconds"] = time.perf_counter() - start
     record["fif_epochs"], record["fif_best_epoch"] = int(fif.n_iter_), int(fif.best_epoch_)
     record["fif_loglik"] = float(fif.score(X_test))
@@ -562,12 +510,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="split, subset and model seeds")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument(
-        "--fif-init",
-        choices=["default", "pca"],
-        default="default",
-        help="'pca': FIF's networks start at whitened PCA (a linear path plus zero-initialised networks); an experiment",
-    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
     parser.add_argument(
         "--kpca-gamma-factors",
@@ -627,9 +569,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
     reference = InjectiveFlowEstimator(**overrides)
-    if args.fif_init == "pca":
-        # Only FIF starts at PCA; the autoencoder keeps the default networks.
-        overrides["init"] = "pca"
     command = shlex.join(["python", "benchmarks/dimensionality_reduction.py", *sys.argv[1:]])
     config = {
         "command": command,
