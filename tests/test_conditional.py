@@ -9,18 +9,22 @@ Gaussian by its closed-form conditional log-likelihood.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.special import logsumexp
+from scipy.special import expit, logsumexp
 from scipy.stats import norm
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import skflow
 from skflow import (
     CNFDensity,
     FlowClassifier,
@@ -379,11 +383,14 @@ def test_default_classifier_flow_is_the_documented_one_and_learns():
         "weight_decay": 1e-4,
         "noise_std": 0.1,
     }
-    assert isinstance(classifier.flow_, RealNVPDensity)
-    assert {key: classifier.flow_.get_params()[key] for key in documented} == documented
-    assert classifier.flow_.init == "identity"
+    assert classifier.strategy == "ensemble"
+    assert [member.strategy for member in classifier.members_] == ["per_class", "conditional"]
+    for member in classifier.members_:
+        assert isinstance(member.flow_, RealNVPDensity)
+        assert {key: member.flow_.get_params()[key] for key in documented} == documented
+        assert member.flow_.init == "identity"
     assert classifier.score(X, y) > 0.9
-    assert classifier.temperature_ >= 1.0
+    assert classifier.temperature_.shape == (2,) and np.all(classifier.temperature_ >= 1.0)
 
 
 def test_separable_held_out_rows_do_not_sharpen_the_posterior():
@@ -394,12 +401,12 @@ def test_separable_held_out_rows_do_not_sharpen_the_posterior():
     y = np.repeat([0, 1], 150)
     X = np.c_[np.where(y == 0, -3.0, 3.0), np.zeros(300)] + rng.normal(size=(300, 2))
     flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=15, random_state=0, validation_fraction=0.2)
-    classifier = FlowClassifier(flow=flow).fit(X, y)
+    classifier = FlowClassifier(flow=flow, strategy="per_class").fit(X, y)
     held = np.concatenate([np.flatnonzero(y == k)[e._validation_index] for k, e in enumerate(classifier.estimators_)])
     log_ratio = np.diff(classifier.class_log_likelihood(X[held]), axis=1).ravel()
     assert np.all(np.sign(log_ratio) == np.where(y[held] == 1, 1, -1)), "the test needs separable held-out rows"
     assert classifier.temperature_ == 1.0
-    plain = FlowClassifier(flow=flow, calibration=None).fit(X, y)
+    plain = FlowClassifier(flow=flow, strategy="per_class", calibration=None).fit(X, y)
     np.testing.assert_allclose(classifier.predict_proba(X), plain.predict_proba(X))
 
 
@@ -430,6 +437,129 @@ def test_classifier_priors_and_weights():
         FlowClassifier(flow=flow, priors=[0.5, 0.5]).fit(X, y)
 
 
+def _two_gaussians(n_per_class: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-variance Gaussians centred at (-1, 0) and (1, 0): ``P(1 | x) = sigmoid(2 x0)`` with equal priors."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n_per_class)
+    return rng.normal(size=(len(y), 2)) + np.c_[np.where(y == 0, -1.0, 1.0), np.zeros(len(y))], y
+
+
+def test_ensemble_averages_its_members_posteriors_and_mixes_their_densities():
+    X, y = _blobs()
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=20, random_state=0)
+    ensemble = FlowClassifier(flow=flow).fit(X, y)
+    # Each member is the classifier of its strategy fitted alone: same rows,
+    # same seeds, same held-out rows and so the same T.
+    alone = [FlowClassifier(flow=flow, strategy=s).fit(X, y) for s in ("per_class", "conditional")]
+    np.testing.assert_array_equal(ensemble.temperature_, [model.temperature_ for model in alone])
+    np.testing.assert_array_equal(ensemble.n_calibration_rows_, [model.n_calibration_rows_ for model in alone])
+    rows = X[:30]
+    probabilities = [model.predict_proba(rows) for model in alone]
+    assert np.abs(probabilities[0] - probabilities[1]).max() > 1e-3, "the members must differ for the test to bite"
+    np.testing.assert_allclose(ensemble.predict_proba(rows), (probabilities[0] + probabilities[1]) / 2, rtol=1e-10)
+    np.testing.assert_allclose(ensemble.predict_proba(rows).sum(axis=1), 1.0)
+    np.testing.assert_array_equal(ensemble.predict(rows), ensemble.classes_[ensemble.predict_proba(rows).argmax(1)])
+    # Densities: the equal mixture of the two models' class densities, still
+    # normalised (integrated over a grid) and still the class mixture's log p(x).
+    densities = [np.exp(model.class_log_likelihood(rows)) for model in alone]
+    np.testing.assert_allclose(
+        np.exp(ensemble.class_log_likelihood(rows)), (densities[0] + densities[1]) / 2, rtol=1e-10
+    )
+    joint = ensemble.class_log_likelihood(rows) + np.log(ensemble.class_prior_)
+    np.testing.assert_allclose(ensemble.score_samples(rows), logsumexp(joint, axis=1), rtol=1e-12)
+    axis = np.linspace(-9, 9, 241)
+    grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+    masses = np.exp(ensemble.class_log_likelihood(grid)).sum(axis=0) * (axis[1] - axis[0]) ** 2
+    np.testing.assert_allclose(masses, 1.0, atol=0.03)
+    # Deterministic with the flow's random_state.
+    again = FlowClassifier(flow=flow).fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(rows), ensemble.predict_proba(rows))
+
+
+def test_ensemble_posterior_matches_the_closed_form_bayes_posterior():
+    X, y = _two_gaussians()
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=40, random_state=0)
+    classifier = FlowClassifier(flow=flow).fit(X, y)
+    rng = np.random.default_rng(1)
+    rows = np.c_[np.linspace(-2.5, 2.5, 51), rng.normal(size=51)]
+    error = np.abs(classifier.predict_proba(rows)[:, 1] - expit(2 * rows[:, 0]))
+    # Measured: mean 0.020, max 0.055. A posterior with the log-odds halved
+    # or doubled is off by 0.11 and 0.07 on average, the priors alone by 0.37.
+    assert error.mean() < 0.04 and error.max() < 0.1
+
+
+def test_ensemble_integer_weights_match_repeated_rows():
+    # Full-batch training without noise (see tests/test_sample_weight.py):
+    # the weighted fit equals the fit of the repeated rows up to float32
+    # summation order. The held-out rows are the same too (copies of a row
+    # are held out together), so are both members' T.
+    X, y = _two_gaussians(80)
+    weights = np.where(X[:, 1] > 0.3, 3, 1)
+    flow = RealNVPDensity(
+        n_layers=2,
+        hidden_dims=(16,),
+        actnorm=False,
+        init="identity",
+        max_epochs=30,
+        batch_size=100_000,
+        validation_fraction=0.2,
+        patience=None,
+        noise_std=0.0,
+        random_state=0,
+    )
+    weighted = FlowClassifier(flow=flow).fit(X, y, sample_weight=weights)
+    repeated = FlowClassifier(flow=flow).fit(np.repeat(X, weights, axis=0), np.repeat(y, weights))
+    unweighted = FlowClassifier(flow=flow).fit(X, y)
+    np.testing.assert_allclose(weighted.class_prior_, repeated.class_prior_, rtol=1e-12)
+    np.testing.assert_allclose(weighted.temperature_, repeated.temperature_, rtol=1e-3)
+    rows = np.random.default_rng(2).normal(size=(200, 2)) * 1.5
+    # Measured: 1.3e-6 nats and 1.7e-7 in probability; ignoring the weights
+    # moves them by 6.5 nats and 0.26.
+    np.testing.assert_allclose(weighted.class_log_likelihood(rows), repeated.class_log_likelihood(rows), atol=5e-3)
+    np.testing.assert_allclose(weighted.predict_proba(rows), repeated.predict_proba(rows), atol=1e-3)
+    assert np.abs(weighted.predict_proba(rows) - unweighted.predict_proba(rows)).max() > 0.05
+
+
+@pytest.mark.parametrize("strategy", ["ensemble", "per_class", "conditional"])
+def test_classifier_round_trips_through_pickle_and_model_files(strategy, tmp_path):
+    X, y = _blobs(200)
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=5, random_state=0)
+    classifier = FlowClassifier(flow=flow, strategy=strategy).fit(X, y)
+    expected = classifier.predict_proba(X[:20]), classifier.score_samples(X[:20])
+    skflow.save(classifier, tmp_path / "classifier.skflow")
+    for loaded in (pickle.loads(pickle.dumps(classifier)), skflow.load(tmp_path / "classifier.skflow")):
+        np.testing.assert_array_equal(loaded.predict_proba(X[:20]), expected[0])
+        np.testing.assert_array_equal(loaded.score_samples(X[:20]), expected[1])
+        np.testing.assert_array_equal(loaded.predict(X[:20]), classifier.predict(X[:20]))
+    unfitted = clone(classifier)
+    assert unfitted.get_params()["strategy"] == strategy and not hasattr(unfitted, "classes_")
+
+
+def test_regressor_round_trips_through_a_model_file(tmp_path):
+    X, y, _, _ = heteroscedastic(200)
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=5, random_state=0, dtype="float64")
+    regressor = FlowRegressor(flow=flow, n_predict_samples=20).fit(X, y)
+    skflow.save(regressor, tmp_path / "regressor.skflow")
+    loaded = skflow.load(tmp_path / "regressor.skflow")
+    np.testing.assert_array_equal(loaded.score_samples(X[:20], y[:20]), regressor.score_samples(X[:20], y[:20]))
+    np.testing.assert_array_equal(loaded.predict(X[:5]), regressor.predict(X[:5]))
+
+
+def test_a_refit_forgets_the_previous_strategy_and_a_failed_one_changes_nothing():
+    X, y = _blobs(200)
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=5, random_state=0)
+    classifier = FlowClassifier(flow=flow).fit(X, y)
+    classifier.set_params(strategy="per_class").fit(X, y)
+    assert not hasattr(classifier, "members_") and not hasattr(classifier, "model_")
+    alone = FlowClassifier(flow=flow, strategy="per_class").fit(X, y)
+    np.testing.assert_array_equal(classifier.predict_proba(X[:20]), alone.predict_proba(X[:20]))
+    before = classifier.predict_proba(X[:20])
+    with pytest.raises(ValueError, match="priors"):
+        classifier.set_params(strategy="ensemble", priors=[0.5, 0.5]).fit(X, y)
+    assert not hasattr(classifier, "members_")
+    np.testing.assert_array_equal(classifier.predict_proba(X[:20]), before)
+
+
 _NEEDS_Y = (
     "score_samples(X, y) is log p(y | x) and needs y; predict's order and subset invariance: "
     "test_predictions_do_not_depend_on_other_rows"
@@ -443,6 +573,9 @@ _STOCHASTIC = "mini-batch training: weights equal repeated rows in expectation o
             flow=RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, random_state=0), n_predict_samples=20
         ),
         FlowClassifier(flow=RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, random_state=0)),
+        FlowClassifier(
+            flow=RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, random_state=0), strategy="per_class"
+        ),
         FlowClassifier(
             flow=RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=3, random_state=0), strategy="conditional"
         ),
