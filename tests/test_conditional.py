@@ -545,6 +545,28 @@ def test_regressor_round_trips_through_a_model_file(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X[:5]), regressor.predict(X[:5]))
 
 
+def test_ensemble_fitted_on_cuda_predicts_and_round_trips(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    X, y = _blobs(200)
+    flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=5, random_state=0, device="cuda")
+    classifier = FlowClassifier(flow=flow).fit(X, y)
+    shared = classifier.members_[1]
+    assert shared.device_.type == "cuda" and next(shared.model_.parameters()).is_cuda
+    assert all(estimator.device_.type == "cuda" for estimator in classifier.members_[0].estimators_)
+    proba = classifier.predict_proba(X[:20])
+    members = [member.predict_proba(X[:20]) for member in classifier.members_]
+    np.testing.assert_allclose(proba, (members[0] + members[1]) / 2, rtol=1e-10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # Pickles hold CPU tensors (the shared flow's scores then come from the
+    # CPU: float32 rounding apart); a model file loads where asked.
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(classifier)).predict_proba(X[:20]), proba, atol=1e-5)
+    skflow.save(classifier, tmp_path / "cuda.skflow")
+    on_cpu = skflow.load(tmp_path / "cuda.skflow", device="cpu")
+    assert on_cpu.members_[1].device_.type == "cpu"
+    np.testing.assert_allclose(on_cpu.predict_proba(X[:20]), proba, atol=1e-5)
+
+
 def test_a_refit_forgets_the_previous_strategy_and_a_failed_one_changes_nothing():
     X, y = _blobs(200)
     flow = RealNVPDensity(n_layers=2, hidden_dims=(16,), max_epochs=5, random_state=0)
