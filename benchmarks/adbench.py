@@ -19,7 +19,7 @@ method on the same splits in the same process:
 Methods: skflow's flow families wrapped in :class:`skflow.DensityOutlierDetector`
 (every ``FlowEstimator`` subclass skflow exports, or those named with
 ``--families``), with ablations of the detector's options (``typicality`` score,
-``trim_fraction``, no dequantisation, no noise regularisation), scikit-learn's IsolationForest,
+``trim_fraction``, no dequantisation, no noise regularisation, the identity start), scikit-learn's IsolationForest,
 LocalOutlierFactor(novelty=True), OneClassSVM, GaussianMixture, KernelDensity,
 and pyod's ECOD, COPOD and KNN when pyod is installed (the ``bench`` extra).
 
@@ -196,6 +196,13 @@ def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, 
             )
         if "noise0" in ablations:
             methods[f"{name}-noise0"] = lambda seed, d=detector: d(seed, noise_std=0.0)
+        if "identity" in ablations and "init" in family().get_params():
+            # The detector before its flow took RealNVPDensity's Gaussian start.
+            methods[f"{name}-identity"] = lambda seed, family=family: HigherIsNormal(
+                DensityOutlierDetector(
+                    estimator=family(random_state=seed, noise_std=DETECTOR_NOISE_STD, init="identity")
+                )
+            )
     methods["IsolationForest"] = lambda seed: HigherIsNormal(IsolationForest(random_state=seed))
     methods["LOF"] = lambda seed: HigherIsNormal(LocalOutlierFactor(novelty=True))
     methods["OCSVM"] = lambda seed: HigherIsNormal(OneClassSVM())
@@ -414,7 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ablations",
         default="typicality",
-        help="comma-separated detector ablations: typicality, trim, nodeq, noise0, or none (default typicality)",
+        help="comma-separated detector ablations: typicality, trim, nodeq, noise0, identity (the identity start), "
+        "or none (default typicality)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="at most 2,000 rows per dataset, and seed 1 unless --seeds is given"

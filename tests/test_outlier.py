@@ -178,6 +178,11 @@ def test_default_detector_is_a_seeded_noise_regularised_realnvp():
     assert detector.estimator is None
     assert isinstance(detector.estimator_, RealNVPDensity)
     assert detector.estimator_.noise_std == DETECTOR_NOISE_STD > 0
+    # Everything else is RealNVPDensity's defaults, the Gaussian start included.
+    differs = {"noise_std", "random_state"}
+    expected = {key: value for key, value in RealNVPDensity().get_params().items() if key not in differs}
+    assert {key: value for key, value in detector.estimator_.get_params().items() if key not in differs} == expected
+    assert detector.estimator_.init == "gaussian"
     assert roc_auc_score(y_test, -detector.score_samples(X_test)) > 0.95
     # random_state seeds the default estimator: a second fit scores identically.
     again = DensityOutlierDetector(random_state=0).fit(X)
