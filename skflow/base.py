@@ -845,6 +845,9 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             # products are the sums' n x d x d and the start's d^3.
             with blas_threads(self.n_threads, macs=float(d) * d * max(len(X), d)):
                 self._pending_start = self._data_start(_MomentSums(self.mean_).add(X, weights))
+                if weights is not sample_weight:
+                    # Should the start be kept (epoch 0), it is then refitted on all rows.
+                    self._pending_refit = self._data_start(_MomentSums(self.mean_).add(X, sample_weight))
         self._optimizer_state: dict | None = None
         self.history_: list[dict[str, float]] = []
         self._train(X, seed, sample_weight, fresh=True, **training)
@@ -882,6 +885,7 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
             n_features = self.n_features_in_
             # What _data_start computed from this fit's rows; popped, so never saved with the model.
             start = self.__dict__.pop("_pending_start", None)
+            refit = self.__dict__.pop("_pending_refit", None)
 
             def build() -> FlowModel:
                 model = self._fresh_model(n_features, start)
@@ -910,6 +914,8 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         epochs_before = len(self.history_)
         if started and accelerator is None and isinstance(rows, Tensor):
             model, result = self._start_if_better(started[0], model, result, rows, sample_weight, device)
+            if result.best_epoch == 0 and refit is not None:
+                model = self._start_refitted(model, refit)
         if fresh:
             # Positions in X of the rows the engine held out (None without a
             # split): FlowClassifier fits its temperature on them.
@@ -1246,6 +1252,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
     # start competes with the trained epochs (_start_if_better) on rows
     # neither has seen. A family opts in; see InjectiveFlowEstimator.
     _start_from_training_side: ClassVar[bool] = False
+
+    def _start_refitted(self, model: FlowModel, start: Any) -> FlowModel:
+        """The kept start (epoch 0) of a training-side start, set to ``start``: the same start from all rows.
+
+        The held-out rows chose the start over every epoch; like any model
+        chosen by a split, it is then fitted on all the rows. Only families
+        with ``_start_from_training_side`` get here.
+        """
+        raise NotImplementedError(f"{type(self).__name__} starts from its training side but cannot refit the start.")
 
     def _held_out_rows(self, X: np.ndarray, seed: int, validation_fraction: float | None) -> np.ndarray | None:
         """Positions in ``X`` of the rows the engine will hold out (None: no split), before training."""

@@ -392,7 +392,11 @@ dequantized_features_, n_features_in_, feature_names_in_
             # init="random", or skflow.load rebuilding the structure (the saved weights replace the values).
             return model
         # In the estimator's dtype before the values go in, so a float64 fit starts at PCA to float64 rounding.
-        model = model.to(self._torch_dtype())
+        return self._start_refitted(model.to(self._torch_dtype()), start)
+
+    def _start_refitted(self, model: FreeFormInjectiveFlow, start: _PCAStart) -> FreeFormInjectiveFlow:
+        # Sets the PCA maps and residual variance of a model built with
+        # init="pca" whose networks are at zero (a fresh one, or the kept start).
         (encoder_map,) = [module for module in model.encoder.modules() if isinstance(module, LinearSkip)]
         (decoder_map,) = [module for module in model.decoder.modules() if isinstance(module, LinearSkip)]
         with torch.no_grad():

@@ -26,6 +26,7 @@ from scipy.stats import multivariate_normal
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import Callback
 from torch import nn
 
 import skflow
@@ -165,8 +166,17 @@ def held_out_start_loss(X: np.ndarray, flow: InjectiveFlowEstimator) -> float:
     return float(-model.logpdf(rows[flow._validation_index]).mean())
 
 
+def whitened_pca_codes(fitted: np.ndarray, rows: np.ndarray, d: int) -> np.ndarray:
+    """Codes of ``rows`` under whitened PCA of ``fitted`` with the maximum-likelihood variances (divisor n)."""
+    n = len(fitted)
+    return PCA(n_components=d, whiten=True).fit(fitted).transform(rows) * np.sqrt(n / (n - 1))
+
+
 def test_the_start_is_kept_when_no_epoch_beats_it() -> None:
-    """Gaussian rows (PCA is the right model) and a reckless learning rate: every epoch is worse than the start."""
+    """Gaussian rows (PCA is the right model) and a reckless learning rate: every epoch is worse than the start.
+
+    The start competed as PCA of the training side; once kept, it is PCA of all rows.
+    """
     X = correlated_rows(400, 5, seed=9)
     flow = InjectiveFlowEstimator(
         n_components=2, **SMALL, **EXACT, max_epochs=3, lr=0.05, validation_fraction=0.25, dtype="float64"
@@ -175,28 +185,40 @@ def test_the_start_is_kept_when_no_epoch_beats_it() -> None:
     assert all(row["valid_loss"] > start_loss for row in flow.history_)
     assert flow.best_epoch_ == 0 and flow.n_iter_ == 3
     rows = standardised(X)
-    fitted = training_side(rows, flow)
-    n = len(fitted)
-    pca = PCA(n_components=2, whiten=True).fit(fitted)
-    np.testing.assert_allclose(flow.transform(X), pca.transform(rows) * np.sqrt(n / (n - 1)), atol=1e-9, rtol=0)
-    # Not PCA of all rows, held-out ones included.
-    everything = PCA(n_components=2, whiten=True).fit(rows).transform(rows) * np.sqrt(len(X) / (len(X) - 1))
-    assert np.abs(flow.transform(X) - everything).max() > 1e-3
+    np.testing.assert_allclose(flow.transform(X), whitened_pca_codes(rows, rows, 2), atol=1e-9, rtol=0)
+    expected = ml_ppca(rows, 2).logpdf(rows) - np.log(X.std(axis=0)).sum()
+    np.testing.assert_allclose(flow.score_samples(X), expected, atol=1e-8, rtol=0)
+    # The training side's PCA, which competed, is visibly different.
+    assert np.abs(flow.transform(X) - whitened_pca_codes(training_side(rows, flow), rows, 2)).max() > 1e-3
+
+
+class CodesAtEpochEnd(Callback):
+    """Records the codes the model in training gives ``rows`` (standardised units) at the end of each epoch."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self.codes: list[np.ndarray] = []
+
+    def on_epoch_end(self, net, **kwargs) -> None:
+        with torch.no_grad():
+            self.codes.append(net.module_.encode(torch.as_tensor(self.rows)).numpy())
 
 
 def test_the_start_leaves_out_the_rows_it_is_compared_on() -> None:
-    """With a validation split, the start is PCA of the training side (the engine's split, known in advance)."""
+    """With a validation split, training starts at PCA of the training side (the engine's split, known in advance)."""
     X = correlated_rows(300, 5, seed=11)
-    flow = InjectiveFlowEstimator(n_components=2, **SMALL, **EXACT, max_epochs=1, lr=1e-12, dtype="float64")
-    flow.fit(X)  # validation_fraction=0.1, the default
-    assert len(flow._validation_index) == 30
     rows = standardised(X)
-    fitted = training_side(rows, flow)
-    n = len(fitted)
-    pca = PCA(n_components=2, whiten=True).fit(fitted)
-    np.testing.assert_allclose(flow.transform(X), pca.transform(rows) * np.sqrt(n / (n - 1)), atol=1e-9, rtol=0)
-    reconstruction = pca.inverse_transform(pca.transform(rows)) * X.std(axis=0) + X.mean(axis=0)
-    np.testing.assert_allclose(flow.inverse_transform(flow.transform(X)), reconstruction, atol=1e-8, rtol=0)
+    record = CodesAtEpochEnd(rows)
+    flow = InjectiveFlowEstimator(
+        n_components=2, **SMALL, **EXACT, max_epochs=1, lr=1e-12, dtype="float64", callbacks=[record]
+    ).fit(X)  # validation_fraction=0.1, the default
+    assert len(flow._validation_index) == 30
+    training = whitened_pca_codes(training_side(rows, flow), rows, 2)
+    np.testing.assert_allclose(record.codes[0], training, atol=1e-9, rtol=0)
+    assert np.abs(training - whitened_pca_codes(rows, rows, 2)).max() > 1e-3  # the held-out rows matter
+    # Epoch 1 (the start, moved by 1e-12) is kept, or the start itself, then refitted on all rows.
+    kept = training if flow.best_epoch_ == 1 else whitened_pca_codes(rows, rows, 2)
+    np.testing.assert_allclose(flow.transform(X), kept, atol=1e-9, rtol=0)
 
 
 def test_an_epoch_that_beats_the_start_is_kept() -> None:
