@@ -25,12 +25,15 @@ def test_same_random_state_gives_identical_scores(index: int) -> None:
 @pytest.mark.parametrize("index", estimator_params("skflow_determinism"))
 def test_different_random_state_gives_different_scores(index: int) -> None:
     first = fitted_estimator(index)
-    # A Gaussian start (init="gaussian") is computed from the rows alone, and
-    # a 3-epoch fit may keep it as the best weights (best_epoch_ 0): the same
-    # model for every seed, by design. The seed acts on training, which the
-    # identity start always goes through. (Families whose init is no data
-    # start, such as InjectiveFlowEstimator's "random", keep theirs.)
-    identity = {"init": "identity"} if first.get_params().get("init") == "gaussian" else {}
+    # A data start (an exact family's init="gaussian", the injective flow's
+    # PCA start, which its init="auto" is for the default networks) is
+    # computed from the rows alone, and a 3-epoch fit may keep it as the best
+    # weights (best_epoch_ 0): the same model for every seed, by design. The
+    # seed acts on training, which a start independent of the data (identity,
+    # random) always goes through; families already there keep their init.
+    data_free = {"gaussian": "identity", "pca": "random", "auto": "random"}
+    init = first.get_params().get("init")
+    identity = {"init": data_free[init]} if init in data_free else {}
     if identity:
         first = fresh_estimator(index, **identity).fit(correlated_data())
     other_seed = 2 if first.random_state == 1 else 1

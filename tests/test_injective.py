@@ -108,6 +108,10 @@ def fit_sinusoid(X: np.ndarray, beta: float) -> InjectiveFlowEstimator:
         batch_size=64,
         lr=3e-3,
         patience=None,
+        # What beta does to training from scratch (the paper's setting). From
+        # the PCA start a tiny beta keeps part of PCA's ordering: Spearman
+        # 0.55 against 0.27 when this was written.
+        init="random",
         random_state=0,
     ).fit(X)
 

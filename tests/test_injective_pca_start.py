@@ -60,6 +60,12 @@ def ml_ppca(rows: np.ndarray, d: int) -> multivariate_normal:
     return multivariate_normal(rows.mean(axis=0), covariance)
 
 
+def whitened_pca_codes(fitted: np.ndarray, rows: np.ndarray, d: int) -> np.ndarray:
+    """Codes of ``rows`` under whitened PCA of ``fitted`` with the maximum-likelihood variances (divisor n)."""
+    n = len(fitted)
+    return PCA(n_components=d, whiten=True).fit(fitted).transform(rows) * np.sqrt(n / (n - 1))
+
+
 def training_side(X: np.ndarray, flow: InjectiveFlowEstimator) -> np.ndarray:
     """The rows of ``X`` the engine trained on (all but the held-out ones)."""
     return np.delete(X, flow._validation_index, axis=0)
@@ -135,9 +141,20 @@ def test_start_networks_are_the_default_networks_beside_a_linear_map() -> None:
     decoder_maps = [m for m in flow.model_.decoder.modules() if isinstance(m, LinearSkip)]
     assert len(encoder_maps) == len(decoder_maps) == 1
     assert encoder_maps[0].linear.weight.shape == (2, 6) and decoder_maps[0].linear.weight.shape == (6, 2)
-    # init="random" builds the networks exactly as before: no linear map.
-    plain = InjectiveFlowEstimator(n_components=2, hidden_dims=(16,), max_epochs=1, random_state=0).fit(X)
-    assert not any(isinstance(m, LinearSkip) for m in plain.model_.modules())
+    # init="random" builds the networks as before the PCA start existed: no linear map.
+    plain = InjectiveFlowEstimator(n_components=2, hidden_dims=(16,), max_epochs=1, random_state=0, init="random")
+    assert not any(isinstance(m, LinearSkip) for m in plain.fit(X).model_.modules())
+
+
+def test_auto_is_pca_for_the_default_networks_and_random_for_custom_ones() -> None:
+    X = correlated_rows(200)
+    rows = standardised(X)
+    default = InjectiveFlowEstimator(n_components=2, hidden_dims=(16,), **EXACT, **UNTRAINED, dtype="float64")
+    assert default.init == "auto"
+    np.testing.assert_allclose(default.fit(X).transform(X), whitened_pca_codes(rows, rows, 2), atol=1e-9, rtol=0)
+    custom = InjectiveFlowEstimator(n_components=2, encoder=nn.Linear, decoder=nn.Linear, max_epochs=1).fit(X)
+    assert isinstance(custom.model_.encoder, nn.Linear) and isinstance(custom.model_.decoder, nn.Linear)
+    assert not hasattr(custom, "_pending_start")
 
 
 def test_training_moves_every_part_of_the_start() -> None:
@@ -157,29 +174,52 @@ def test_training_moves_every_part_of_the_start() -> None:
 # The start is a candidate for the weights kept (epoch 0)
 # ---------------------------------------------------------------------- #
 def held_out_start_loss(X: np.ndarray, flow: InjectiveFlowEstimator) -> float:
-    """Mean negative log-density (standardised units) of the held-out rows under probabilistic PCA, from scipy.
+    """The start's mean held-out criterion (standardised units), from scikit-learn's PCA of the training side.
 
-    Probabilistic PCA of the training side only: the start never sees the rows it is compared on.
+    The start never sees the rows it is compared on. ``selection="likelihood"``:
+    probabilistic PCA's negative log-density (scipy). ``"objective"``:
+    ``beta ||r||^2 + ||z||^2 / 2 + d/2 log(2 pi) - 1/2 log det(J_f J_f^T)``
+    with ``z = Lambda^{-1/2} V^T (x - m)``, ``r = (I - V V^T)(x - m)`` and the
+    constant ``J_f = Lambda^{-1/2} V^T``, so the log-det is ``-sum(log Lambda)``.
     """
     rows = standardised(X)
-    model = ml_ppca(training_side(rows, flow), flow.n_components)
-    return float(-model.logpdf(rows[flow._validation_index]).mean())
+    fitted, held_out = training_side(rows, flow), rows[flow._validation_index]
+    d = flow.n_components
+    if flow.selection == "likelihood":
+        return float(-ml_ppca(fitted, d).logpdf(held_out).mean())
+    pca = PCA(n_components=d).fit(fitted)
+    variances = pca.explained_variance_ * (len(fitted) - 1) / len(fitted)
+    centred = held_out - pca.mean_
+    codes = centred @ pca.components_.T / np.sqrt(variances)
+    residual = centred - centred @ pca.components_.T @ pca.components_
+    objective = (
+        flow.beta * (residual**2).sum(axis=1)
+        + 0.5 * (codes**2).sum(axis=1)
+        + 0.5 * d * np.log(2 * np.pi)
+        + 0.5 * np.log(variances).sum()
+    )
+    return float(objective.mean())
 
 
-def whitened_pca_codes(fitted: np.ndarray, rows: np.ndarray, d: int) -> np.ndarray:
-    """Codes of ``rows`` under whitened PCA of ``fitted`` with the maximum-likelihood variances (divisor n)."""
-    n = len(fitted)
-    return PCA(n_components=d, whiten=True).fit(fitted).transform(rows) * np.sqrt(n / (n - 1))
+SELECTIONS = pytest.mark.parametrize("selection", ["objective", "likelihood"])
 
 
-def test_the_start_is_kept_when_no_epoch_beats_it() -> None:
+@SELECTIONS
+def test_the_start_is_kept_when_no_epoch_beats_it(selection: str) -> None:
     """Gaussian rows (PCA is the right model) and a reckless learning rate: every epoch is worse than the start.
 
     The start competed as PCA of the training side; once kept, it is PCA of all rows.
     """
     X = correlated_rows(400, 5, seed=9)
     flow = InjectiveFlowEstimator(
-        n_components=2, **SMALL, **EXACT, max_epochs=3, lr=0.05, validation_fraction=0.25, dtype="float64"
+        n_components=2,
+        **SMALL,
+        **EXACT,
+        max_epochs=3,
+        lr=0.05,
+        validation_fraction=0.25,
+        dtype="float64",
+        selection=selection,
     ).fit(X)
     start_loss = held_out_start_loss(X, flow)
     assert all(row["valid_loss"] > start_loss for row in flow.history_)
@@ -221,13 +261,21 @@ def test_the_start_leaves_out_the_rows_it_is_compared_on() -> None:
     np.testing.assert_allclose(flow.transform(X), kept, atol=1e-9, rtol=0)
 
 
-def test_an_epoch_that_beats_the_start_is_kept() -> None:
+@SELECTIONS
+def test_an_epoch_that_beats_the_start_is_kept(selection: str) -> None:
     """A noisy sinusoid is far from linear: training improves on PCA, and the best epoch is kept."""
     rng = np.random.default_rng(5)
     t = rng.uniform(-3, 3, size=800)
     X = np.column_stack([t, np.sin(2 * t)]) + 0.05 * rng.normal(size=(800, 2))
     flow = InjectiveFlowEstimator(
-        n_components=1, **SMALL, **EXACT, max_epochs=15, lr=5e-3, validation_fraction=0.25, dtype="float64"
+        n_components=1,
+        **SMALL,
+        **EXACT,
+        max_epochs=15,
+        lr=5e-3,
+        validation_fraction=0.25,
+        dtype="float64",
+        selection=selection,
     ).fit(X)
     start_loss = held_out_start_loss(X, flow)
     assert flow.best_epoch_ >= 1
@@ -249,7 +297,7 @@ def test_save_load_pickle_and_clone_keep_the_start(tmp_path) -> None:
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(flow)).score_samples(X), expected)
     assert not hasattr(flow, "_pending_start")  # the fit's set-up is not saved with the model
     assert clone(flow).init == "pca"
-    assert InjectiveFlowEstimator().init == "random"
+    assert InjectiveFlowEstimator().init == "auto"
 
 
 @pytest.mark.parametrize("value", ["PCA", "gaussian", None])

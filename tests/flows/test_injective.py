@@ -320,3 +320,32 @@ def test_output_and_tangents_match_forward_mode_and_keep_graph_only_on_output(li
         torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
     assert outputs.requires_grad
     assert not tangents.requires_grad
+
+
+@pytest.mark.parametrize("beta", [10.0, 0.5])
+def test_objective_selection_is_the_objective_with_the_exact_encoder_volume(beta: float) -> None:
+    """selection="objective": beta ||x - g(f(x))||^2 - log N(f(x)) - 1/2 log det(J_f J_f^T), from autograd."""
+    model = small_model()
+    model.beta = beta
+    model.selection = "objective"
+    x = rows(6)
+    expected = []
+    for row in x:
+        z = model.encoder(row[None])[0]
+        encoder_jac = jacobian(lambda data: model.encoder(data[None])[0], row)  # (d, D)
+        log_volume = 0.5 * torch.logdet(encoder_jac @ encoder_jac.T)
+        latent = -0.5 * (z.pow(2).sum() + N_COMPONENTS * math.log(2 * math.pi))
+        squared = (row - model.decoder(z[None])[0]).pow(2).sum()
+        expected.append(latent + log_volume - beta * squared)
+    with torch.no_grad():
+        torch.testing.assert_close(model.validation_log_prob(x), torch.stack(expected), rtol=1e-10, atol=1e-10)
+    # The likelihood selection differs from it by the residual Gaussian, not the beta term.
+    model.selection = "likelihood"
+    with torch.no_grad():
+        likelihood = model.validation_log_prob(x)
+    assert not torch.allclose(likelihood, torch.stack(expected))
+
+
+def test_unknown_selection_is_rejected() -> None:
+    with pytest.raises(ValueError, match="selection"):
+        FreeFormInjectiveFlow(nn.Linear(3, 2), nn.Linear(2, 3), 3, 2, selection="nll")
