@@ -1022,7 +1022,10 @@ def train_model(
         accelerator,
         reference=gaussian_reference_loss(reference_rows),
         margin=EXPLOSION_MARGIN_PER_FEATURE * reference_rows[0].numel(),
-        continued=optimizer_state is not None,
+        # Bound relative to the first epoch: after a warm start (the start is
+        # that model, not a Gaussian), or for a held-out score that is no
+        # log-density (e.g. the injective flow's beta-weighted objective).
+        continued=optimizer_state is not None or not model.validates_a_likelihood,
     )
     engine_callbacks: list[tuple[str, Callback]] = [("best_weights", best_weights), ("share_threads", _ShareThreads())]
     # In a data-parallel run every rank runs this loop; only the main one

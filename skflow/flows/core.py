@@ -214,6 +214,17 @@ class FlowModel(nn.Module, ABC):
         """Held-out score the engine monitors, shape ``(n,)``; :meth:`log_prob` by default."""
         return self.log_prob(x, context)
 
+    @property
+    def validates_a_likelihood(self) -> bool:
+        """Whether :meth:`validation_log_prob` is a log-density (True by default).
+
+        The engine holds a log-density's held-out loss to an absolute bound
+        near a standard normal's; any other score (e.g. one with a weighted
+        reconstruction error) is held, like the training loss, to a bound
+        relative to its first epoch.
+        """
+        return True
+
     @abstractmethod
     def sample(
         self,

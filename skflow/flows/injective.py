@@ -546,6 +546,11 @@ class FreeFormInjectiveFlow(FlowModel):
         """
         return self.log_prob_manifold(x) + self.log_prob_residual(x)
 
+    @property
+    def validates_a_likelihood(self) -> bool:
+        """False with ``selection="objective"``: ``beta ||r||^2`` can exceed a likelihood's divergence bound."""
+        return self.selection == "likelihood"
+
     def validation_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """What the engine selects weights by (higher is better), per row, shape ``(n,)``.
 
