@@ -633,9 +633,10 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         Number of epochs run.
     best_epoch_ : int
         Epoch whose weights ``model_`` holds: the best by held-out
-        likelihood, or the last without a validation split; 0 when an
-        exact family's Gaussian start (``init="gaussian"``) beat every
-        epoch and was kept untrained.
+        likelihood (the injective flow: by its ``selection``), or the last
+        without a validation split; 0 when a start computed from the data
+        (an exact family's ``init="gaussian"``, the injective flow's PCA
+        start) beat every epoch and was kept untrained.
     mean_ : ndarray of shape (n_features,)
         Column means used to standardise the inputs.
     scale_ : ndarray of shape (n_features,)
