@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 
 from .base import FlowEstimator, _MomentSums, shared_constraints
+from .flows.core import FlowModel
 from .flows.injective import (
     MIN_RESIDUAL_VARIANCE,
     FreeFormFlow,
@@ -418,9 +419,10 @@ dequantized_features_, n_features_in_, feature_names_in_
         # In the estimator's dtype before the values go in, so a float64 fit starts at PCA to float64 rounding.
         return self._start_refitted(model.to(self._torch_dtype()), start)
 
-    def _start_refitted(self, model: FreeFormInjectiveFlow, start: _PCAStart) -> FreeFormInjectiveFlow:
+    def _start_refitted(self, model: FlowModel, start: Any) -> FreeFormInjectiveFlow:
         # Sets the PCA maps and residual variance of a model built with
         # init="pca" whose networks are at zero (a fresh one, or the kept start).
+        assert isinstance(model, FreeFormInjectiveFlow) and isinstance(start, _PCAStart)
         (encoder_map,) = [module for module in model.encoder.modules() if isinstance(module, LinearSkip)]
         (decoder_map,) = [module for module in model.decoder.modules() if isinstance(module, LinearSkip)]
         with torch.no_grad():
