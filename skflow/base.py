@@ -392,6 +392,10 @@ class _MomentSums:
         m = center - self.shift
         return second - np.outer(m, first) - np.outer(first, m) + total * np.outer(m, m)
 
+    def covariance(self, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Covariance, shape ``(d, d)``, of all rows standardised as ``(x - center) / scale`` (divisor: total weight)."""
+        return self.central_second(center) / self.total / np.outer(scale, scale)
+
 
 def _ledoit_wolf(sums: _MomentSums, center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, float]:
     """Ledoit-Wolf shrunk covariance, shape ``(d, d)``, of the rows standardised as ``(x - center) / scale``.
@@ -488,7 +492,7 @@ def _start_covariance(
             else:
                 held_out[index] = -np.inf  # singular: no density on held-out rows
     chosen = float(candidates[int(np.argmax(held_out))]) if folds_used >= 2 else float(ledoit_wolf_shrinkage)
-    covariance = sums.central_second(center) / sums.total / scaling + np.diag(noise_variance)
+    covariance = sums.covariance(center, scale) + np.diag(noise_variance)
     return _shrunk(covariance, chosen), chosen
 
 
@@ -1287,6 +1291,15 @@ class FlowEstimator(ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMi
         """The model a fresh fit trains: ``build_model``'s, set to ``start`` (see :meth:`_data_start`)."""
         return self.build_model(n_features)
 
+    def _training_noise_variance(self) -> np.ndarray:
+        """Variance per column, shape ``(n_features,)``, of the noise added to the standardised training rows.
+
+        Independent of the rows: uniform dequantisation over a bin of width
+        ``w`` (variance ``w^2 / 12``) plus Gaussian ``noise_std``, so a data
+        start's covariance of what the model sees adds it on the diagonal.
+        """
+        return (self.dequantization_widths_ / self.scale_) ** 2 / 12 + float(self.noise_std) ** 2
+
     def _empty_model(self) -> nn.Module:
         """An untrained model shaped like ``model_``, for :func:`skflow.load` to copy saved weights into."""
         model = self._fresh_model(self.n_features_in_)
@@ -1752,10 +1765,8 @@ class ExactFlowEstimator(FlowEstimator):
 
     def _data_start(self, sums: _MomentSums) -> np.ndarray:
         """The whitening matrix ``L^{-1}``, shape ``(d, d)``, of the covariance the Gaussian start fits."""
-        # The model is trained on the rows plus independent noise (uniform
-        # dequantisation over a bin, Gaussian noise_std in standardised
-        # units): the covariance of what it sees adds their variances.
-        noise = (self.dequantization_widths_ / self.scale_) ** 2 / 12 + float(self.noise_std) ** 2
+        # The covariance of what the model sees adds the noise's variances.
+        noise = self._training_noise_variance()
         covariance, self.start_shrinkage_ = _start_covariance(sums, self.mean_, self.scale_, noise)
         try:
             cholesky = np.linalg.cholesky(covariance)

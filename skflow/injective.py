@@ -386,10 +386,9 @@ dequantized_features_, n_features_in_, feature_names_in_
         offset = (center - self.mean_) / self.scale_
         # What the networks are trained on: the standardised rows plus
         # independent dequantisation and noise_std noise, whose variances add
-        # on the diagonal (isotropic noise leaves the eigenvectors as they are).
-        noise = (self.dequantization_widths_ / self.scale_) ** 2 / 12 + float(self.noise_std) ** 2
-        covariance = sums.central_second(center) / sums.total / np.outer(self.scale_, self.scale_)
-        covariance[np.diag_indices_from(covariance)] += noise
+        # on the diagonal.
+        covariance = sums.covariance(center, self.scale_)
+        covariance[np.diag_indices_from(covariance)] += self._training_noise_variance()
         values, vectors = np.linalg.eigh(covariance)
         values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]  # largest first
         d = self.n_components
