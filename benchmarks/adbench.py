@@ -178,10 +178,15 @@ def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, 
     for family_name, family in families.items():
         name = short_name(family_name)
 
-        def detector(seed: int, family: type = family, noise_std: float = DETECTOR_NOISE_STD, **options: Any) -> Any:
-            return HigherIsNormal(
-                DensityOutlierDetector(estimator=family(random_state=seed, noise_std=noise_std), **options)
-            )
+        def detector(
+            seed: int,
+            family: type = family,
+            noise_std: float = DETECTOR_NOISE_STD,
+            flow_options: dict[str, Any] | None = None,
+            **options: Any,
+        ) -> Any:
+            flow = family(random_state=seed, noise_std=noise_std, **(flow_options or {}))
+            return HigherIsNormal(DensityOutlierDetector(estimator=flow, **options))
 
         methods[name] = detector
         if "typicality" in ablations:
@@ -189,20 +194,12 @@ def build_methods(families: dict[str, type], ablations: list[str]) -> dict[str, 
         if "trim" in ablations:
             methods[f"{name}-trim0.1"] = lambda seed, d=detector: d(seed, trim_fraction=0.1)
         if "nodeq" in ablations:
-            methods[f"{name}-nodeq"] = lambda seed, family=family: HigherIsNormal(
-                DensityOutlierDetector(
-                    estimator=family(random_state=seed, noise_std=DETECTOR_NOISE_STD, dequantize=False)
-                )
-            )
+            methods[f"{name}-nodeq"] = lambda seed, d=detector: d(seed, flow_options={"dequantize": False})
         if "noise0" in ablations:
             methods[f"{name}-noise0"] = lambda seed, d=detector: d(seed, noise_std=0.0)
         if "identity" in ablations and "init" in family().get_params():
             # The detector before its flow took RealNVPDensity's Gaussian start.
-            methods[f"{name}-identity"] = lambda seed, family=family: HigherIsNormal(
-                DensityOutlierDetector(
-                    estimator=family(random_state=seed, noise_std=DETECTOR_NOISE_STD, init="identity")
-                )
-            )
+            methods[f"{name}-identity"] = lambda seed, d=detector: d(seed, flow_options={"init": "identity"})
     methods["IsolationForest"] = lambda seed: HigherIsNormal(IsolationForest(random_state=seed))
     methods["LOF"] = lambda seed: HigherIsNormal(LocalOutlierFactor(novelty=True))
     methods["OCSVM"] = lambda seed: HigherIsNormal(OneClassSVM())
